@@ -1,0 +1,17 @@
+//! A per-user response cache with retries for slow per-user HTTP APIs.
+//!
+//! Three fronts over one store:
+//! - [`IntegrationCache`]: the programmatic API (`get`, `set`, `get_or_fetch`, ...);
+//! - [`RetryLayer`]: retries with backoff and a budget for any tower HTTP service;
+//!
+//! Time is read from `tokio::time`, so tests can pause and advance it.
+
+mod cache;
+mod coalesce;
+mod error;
+pub mod retry;
+mod store;
+
+pub use crate::cache::{CacheStats, IntegrationCache, IntegrationCacheBuilder, CACHE_TTL, CLEANUP_INTERVAL};
+pub use crate::error::{is_transient, BoxError, CacheError, CacheErrorKind, ConfigError};
+pub use crate::retry::{RetryConfig, RetryLayer, DEFAULT_RETRY_CONFIG};
