@@ -204,6 +204,21 @@ pub fn is_transient(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether `error`'s chain says it timed out (an `io::ErrorKind::TimedOut` or a tokio `Elapsed`).
+pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        let io_timeout = err
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut);
+        if io_timeout || err.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 fn is_transient_io_kind(kind: io::ErrorKind) -> bool {
     use io::ErrorKind::*;
     matches!(

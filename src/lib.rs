@@ -2,16 +2,19 @@
 //!
 //! Three fronts over one store:
 //! - [`IntegrationCache`]: the programmatic API (`get`, `set`, `get_or_fetch`, ...);
-//! - [`RetryLayer`]: retries with backoff and a budget for any tower HTTP service;
+//! - [`IntegrationCacheLayer`]: the tower middleware, for axum and hyper apps and proxies;
+//! - [`RetryLayer`]: retries with backoff and a budget for any tower HTTP service.
 //!
 //! Time is read from `tokio::time`, so tests can pause and advance it.
 
 mod cache;
 mod coalesce;
 mod error;
+pub mod http;
 pub mod retry;
 mod store;
 
 pub use crate::cache::{CacheStats, IntegrationCache, IntegrationCacheBuilder, CACHE_TTL, CLEANUP_INTERVAL};
 pub use crate::error::{is_transient, BoxError, CacheError, CacheErrorKind, ConfigError};
+pub use crate::http::{CacheHandle, IntegrationCacheLayer, IntegrationCacheService, LayerStats};
 pub use crate::retry::{RetryConfig, RetryLayer, DEFAULT_RETRY_CONFIG};

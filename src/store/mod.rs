@@ -113,7 +113,8 @@ impl Units {
 #[derive(Debug, Clone)]
 pub(crate) struct Found<V> {
     pub(crate) value: V,
-    pub(crate) stored_at: Instant,
+    /// How long the value has been in the store.
+    pub(crate) resident: Duration,
     pub(crate) fresh_until: Instant,
 }
 
@@ -229,10 +230,11 @@ where
     {
         let bucket = self.shared.current.load().map.get(user)?;
         let slot = bucket.find(key)?;
-        if Instant::now() >= slot.fresh_until {
+        let now = Instant::now();
+        if now >= slot.fresh_until {
             return None;
         }
-        Some(found(slot))
+        Some(found(slot, now))
     }
 
     /// The entry under `user`/`key` even if it is no longer fresh, as long as it is still kept.
@@ -244,7 +246,8 @@ where
     {
         let bucket = self.shared.current.load().map.get(user)?;
         let slot = bucket.find(key)?;
-        (Instant::now() < slot.keep_until).then(|| found(slot))
+        let now = Instant::now();
+        (now < slot.keep_until).then(|| found(slot, now))
     }
 
     /// Marks the start of a fetch for `user`; pass the token to [`Store::insert`].
@@ -457,10 +460,10 @@ struct Change {
     wake: Option<Instant>,
 }
 
-fn found<K, V: Clone>(slot: &Slot<K, V>) -> Found<V> {
+fn found<K, V: Clone>(slot: &Slot<K, V>, now: Instant) -> Found<V> {
     Found {
         value: slot.value.clone(),
-        stored_at: slot.stored_at,
+        resident: now.saturating_duration_since(slot.stored_at),
         fresh_until: slot.fresh_until,
     }
 }

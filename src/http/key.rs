@@ -1,0 +1,239 @@
+//! The request-target part of the cache key.
+//!
+//! The key is the normalised path plus the query with its parameters in canonical order. The
+//! user is not part of this string: entries live in per-user buckets, so no path trick can reach
+//! another user's entries. Normalisation makes equivalent targets share an entry:
+//!
+//! - percent-encoded unreserved characters are decoded (`%7E` → `~`), other escapes get
+//!   upper-case hex (`%2f` → `%2F`, never decoded: it would change the path's segments);
+//! - empty segments are merged (`//b` → `/b`) and dot segments removed (`/a/../b` → `/b`);
+//! - the query's `&`-separated parameters are stably sorted by name, empty ones and a bare
+//!   trailing `?` dropped (`?b=2&a=1` → `?a=1&b=2`, while `?a=2&a=1` keeps its order).
+//!
+//! So that the stored response is the upstream's answer for exactly that key, the layer forwards
+//! the *normalised* target upstream (what nginx does with `$uri`). A target that cannot be
+//! normalised (a malformed escape) is not cached at all.
+
+use std::borrow::Cow;
+
+use http::uri::{PathAndQuery, Uri};
+
+/// The key for `uri`, borrowed when the target is already canonical (the common case).
+pub(crate) fn route_key(uri: &Uri) -> Option<Cow<'_, str>> {
+    let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    if is_canonical_path(path) && query.is_none_or(is_canonical_query) && !target.is_empty() {
+        return Some(Cow::Borrowed(target));
+    }
+    let mut key = normalize_path(path)?;
+    if let Some(query) = query {
+        let query = normalize_query(query)?;
+        if !query.is_empty() {
+            key.push('?');
+            key.push_str(&query);
+        }
+    }
+    Some(Cow::Owned(key))
+}
+
+/// `uri` with its target replaced by `key` (scheme and authority kept).
+pub(crate) fn with_target(uri: &Uri, key: &str) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(key).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Whether every escape in `text` is well-formed, upper-case, and not of an unreserved byte.
+fn escapes_are_canonical(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'%') {
+        let at = i + offset;
+        let (Some(&hi), Some(&lo)) = (bytes.get(at + 1), bytes.get(at + 2)) else {
+            return false;
+        };
+        if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
+            return false;
+        }
+        match (hex_value(hi), hex_value(lo)) {
+            (Some(h), Some(l)) if !is_unreserved(h << 4 | l) => {}
+            _ => return false,
+        }
+        i = at + 3;
+    }
+    true
+}
+
+/// Decodes escaped unreserved bytes and upper-cases the hex of the others.
+fn normalize_escapes(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            let run = bytes[i..].iter().position(|&b| b == b'%').unwrap_or(bytes.len() - i);
+            out.push_str(&text[i..i + run]);
+            i += run;
+            continue;
+        }
+        let hi = hex_value(*bytes.get(i + 1)?)?;
+        let lo = hex_value(*bytes.get(i + 2)?)?;
+        let byte = hi << 4 | lo;
+        if is_unreserved(byte) {
+            out.push(byte as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[hi as usize]));
+            out.push(char::from(b"0123456789ABCDEF"[lo as usize]));
+        }
+        i += 3;
+    }
+    Some(out)
+}
+
+fn is_canonical_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("//")
+        && !path.split('/').any(|segment| segment == "." || segment == "..")
+        && escapes_are_canonical(path)
+}
+
+fn normalize_path(path: &str) -> Option<String> {
+    let decoded = normalize_escapes(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = decoded.ends_with('/');
+    for segment in decoded.split('/') {
+        match segment {
+            "" => {}
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            _ => {
+                segments.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    if decoded.ends_with('/') {
+        trailing_slash = true;
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+fn param_name(param: &str) -> &str {
+    param.split_once('=').map_or(param, |(name, _)| name)
+}
+
+fn is_canonical_query(query: &str) -> bool {
+    let mut previous: Option<&str> = None;
+    for param in query.split('&') {
+        if param.is_empty() || !escapes_are_canonical(param) {
+            return false;
+        }
+        let name = param_name(param);
+        if previous.is_some_and(|p| p > name) {
+            return false;
+        }
+        previous = Some(name);
+    }
+    true
+}
+
+fn normalize_query(query: &str) -> Option<String> {
+    let mut params = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(normalize_escapes)
+        .collect::<Option<Vec<_>>>()?;
+    params.sort_by(|a, b| param_name(a).cmp(param_name(b)));
+    Some(params.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(target: &str) -> Option<String> {
+        let uri: Uri = target.parse().unwrap();
+        route_key(&uri).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn canonical_targets_are_borrowed() {
+        let uri: Uri = "/api/integrations/status?a=1&b=%2F".parse().unwrap();
+        assert!(matches!(route_key(&uri), Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn equivalent_targets_share_a_key() {
+        for (raw, want) in [
+            ("/a/../b", "/b"),
+            ("//b", "/b"),
+            ("/./b", "/b"),
+            ("/a/./b/.", "/a/b/"),
+            ("/../../b", "/b"),
+            ("/..", "/"),
+            ("/%62", "/b"),
+            ("/%2e%2e/b", "/b"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/b?", "/b"),
+            ("/b?&&", "/b"),
+            ("/b?b=2&a=1", "/b?a=1&b=2"),
+            ("/b?a=2&a=1", "/b?a=2&a=1"),
+            ("/b?z=%7e&a", "/b?a&z=~"),
+            ("http://example.com/x/../y", "/y"),
+        ] {
+            assert_eq!(key(raw).as_deref(), Some(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn different_targets_keep_different_keys() {
+        assert_ne!(key("/b"), key("/b/"), "trailing slash matters");
+        assert_ne!(key("/B"), key("/b"), "paths are case-sensitive");
+        assert_ne!(key("/a%2Fb"), key("/a/b"), "an encoded slash is not a separator");
+        assert_ne!(key("/b?a=1&a=2"), key("/b?a=2&a=1"));
+    }
+
+    #[test]
+    fn malformed_escapes_are_not_cached() {
+        assert_eq!(key("/a%zz"), None);
+        assert_eq!(key("/a%2"), None);
+        assert_eq!(key("/a?q=%"), None);
+    }
+
+    #[test]
+    fn the_forwarded_target_can_be_rewritten() {
+        let uri: Uri = "http://up:8080/a/../b?y=1&x=2".parse().unwrap();
+        let key = route_key(&uri).unwrap();
+        let rewritten = with_target(&uri, &key).unwrap();
+        assert_eq!(rewritten.to_string(), "http://up:8080/b?x=2&y=1");
+    }
+}

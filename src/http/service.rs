@@ -1,0 +1,196 @@
+//! [`IntegrationCacheService`]: the per-request decisions.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower::retry::Policy;
+use tower_service::Service;
+
+use super::future::{Miss, ResponseFuture};
+use super::forward::Forwarding;
+use super::key::{route_key, with_target};
+use super::policy::wants_refresh;
+use super::respond::{json_error, Forward, Served};
+use super::state::{Anonymous, LayerState};
+use crate::retry::{RetryPolicy, RetryReport, RetryService};
+use crate::store::counters::Event;
+
+/// The service made by [`IntegrationCacheLayer`](super::IntegrationCacheLayer).
+///
+/// # Clone
+///
+/// A miss needs the inner service inside its response future (to call it, or to call it later
+/// when a coalesced wait ends without a shareable answer). `call` therefore clones the service
+/// and keeps the clone, handing the future the instance that `poll_ready` reported ready
+/// (`std::mem::replace`, as tower-http's `FollowRedirect` does). A hit never touches the inner
+/// service, so its readiness carries over to the next call. The store, flights and
+/// configuration are shared by every clone behind one `Arc`.
+pub struct IntegrationCacheService<S> {
+    pub(crate) inner: RetryService<S>,
+    pub(crate) state: Arc<LayerState>,
+}
+
+impl<S: Clone> Clone for IntegrationCacheService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for IntegrationCacheService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegrationCacheService")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Kind {
+    Read,
+    Mutation,
+    Other,
+}
+
+fn kind(method: &Method) -> Kind {
+    match *method {
+        Method::GET | Method::HEAD => Kind::Read,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => Kind::Mutation,
+        _ => Kind::Other,
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for IntegrationCacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: std::error::Error + 'static,
+    RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+    ReqBody: Body + Send + 'static,
+    ResBody: Body<Data = Bytes>,
+{
+    type Response = Response<super::CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let state = &self.state;
+        let counters = state.store.counters();
+        let kind = kind(&parts.method);
+        let Some(user) = state.extractor.user(&parts) else {
+            if state.anonymous == Anonymous::Reject {
+                counters.incr(Event::Bypass);
+                return ResponseFuture::ready(unauthorized());
+            }
+            return self.bypass(Request::from_parts(parts, body), None);
+        };
+        match kind {
+            Kind::Read => {}
+            Kind::Mutation => {
+                let user = Some(user.to_owned_id());
+                return self.bypass(Request::from_parts(parts, body), user);
+            }
+            Kind::Other => return self.bypass(Request::from_parts(parts, body), None),
+        }
+        let key = match route_key(&parts.uri) {
+            Some(key) if state.policy.is_cacheable_request(&parts.uri, &parts.headers) => key,
+            _ => return self.bypass(Request::from_parts(parts, body), None),
+        };
+        let head_only = parts.method == Method::HEAD;
+        let mut why = Forward::Request;
+        if !wants_refresh(&parts.headers) {
+            why = Forward::Miss;
+            if let Some(found) = state.store.get(user.as_str(), &*key) {
+                if found.value.matches(&parts.headers) {
+                    counters.incr(Event::Hit);
+                    let response = found.value.render(head_only, found.resident.as_secs(), Served::Hit);
+                    return ResponseFuture::ready(response);
+                }
+                why = Forward::VaryMiss;
+            }
+        }
+        counters.incr(Event::Miss);
+        let user = user.to_owned_id();
+        let normalised = matches!(key, Cow::Owned(_));
+        let key: Box<str> = key.into();
+        // The normalised target goes upstream, so what is stored under the key is the
+        // upstream's answer for exactly that key.
+        if normalised {
+            if let Some(uri) = with_target(&parts.uri, &key) {
+                parts.uri = uri;
+            }
+        }
+        let miss = Miss {
+            state: state.clone(),
+            user,
+            key,
+            why,
+        };
+        if head_only {
+            // A HEAD answer has no body to store; only GETs fill the cache.
+            let forwarding = Forwarding {
+                state: miss.state,
+                served: Served::Forwarded { why, stored: false },
+                invalidate: None,
+                report: RetryReport::default(),
+            };
+            return ResponseFuture::forward(&mut self.inner, Request::from_parts(parts, body), forwarding);
+        }
+        let ready = self.take_ready();
+        ResponseFuture::miss(ready, parts, body, miss)
+    }
+}
+
+impl<S: Clone> IntegrationCacheService<S> {
+    /// The instance `poll_ready` made ready; a clone takes its place.
+    fn take_ready(&mut self) -> RetryService<S> {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
+impl<S> IntegrationCacheService<S> {
+    fn bypass<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        invalidate: Option<super::UserId>,
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+        ReqBody: Send + 'static,
+    {
+        self.state.store.counters().incr(Event::Bypass);
+        let forwarding = Forwarding {
+            state: self.state.clone(),
+            served: Served::Bypass,
+            invalidate,
+            report: RetryReport::default(),
+        };
+        ResponseFuture::forward(&mut self.inner, request, forwarding)
+    }
+}
+
+fn unauthorized<B>() -> Response<super::CacheBody<B>> {
+    let error = json_error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "this endpoint is cached per user and needs an authenticated user; send the credentials \
+         the cache's user extractor reads",
+        None,
+    );
+    let mut response = error.render(false, 0, Served::Rejected);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}

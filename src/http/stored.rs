@@ -1,0 +1,199 @@
+//! A response as it is kept in the store, and how it is played back.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{response, Response, StatusCode, Version};
+
+use super::body::CacheBody;
+use super::policy::{age_header, vary_names};
+use super::respond::{stamp, Served, CACHE_STATUS, X_CACHE};
+
+/// Headers that describe one connection or one sender, never to be replayed from a cache.
+const NOT_STORED: [HeaderName; 11] = [
+    header::SET_COOKIE,
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::AGE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// A stored response: status, headers without anything per-connection or per-recipient, the
+/// whole body, and the request header values its `Vary` names.
+#[derive(Debug)]
+pub(crate) struct StoredResponse {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+    vary: Box<[(HeaderName, Option<HeaderValue>)]>,
+    upstream_age: u64,
+    /// The `Cache-Status` members of caches behind this one, which ours must follow.
+    upstream_cache_status: Option<String>,
+}
+
+impl StoredResponse {
+    /// What to store of an upstream response with `head` and `body`, requested with
+    /// `request_headers`.
+    pub(crate) fn new(head: &response::Parts, body: Bytes, request_headers: &HeaderMap) -> Self {
+        let parts = head;
+        let mut headers = parts.headers.clone();
+        strip_hop_by_hop(&mut headers);
+        for name in &NOT_STORED {
+            headers.remove(name);
+        }
+        let upstream_cache_status = joined(&headers, &CACHE_STATUS);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        reserve_stamps(&mut headers);
+        let vary = vary_names(&parts.headers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| {
+                let value = request_headers.get(&name).cloned();
+                (name, value)
+            })
+            .collect();
+        Self {
+            status: parts.status,
+            version: parts.version,
+            headers,
+            body,
+            vary,
+            upstream_age: age_header(&parts.headers),
+            upstream_cache_status,
+        }
+    }
+
+    /// A response made by this layer (an error), shared with coalesced waiters like any other.
+    pub(crate) fn synthetic(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
+        reserve_stamps(&mut headers);
+        Self {
+            status,
+            version: Version::HTTP_11,
+            headers,
+            body,
+            vary: Box::new([]),
+            upstream_age: 0,
+            upstream_cache_status: None,
+        }
+    }
+
+    /// Whether a request with these headers may be answered by this response (`Vary`).
+    pub(crate) fn matches(&self, request_headers: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, value)| request_headers.get(name) == value.as_ref())
+    }
+
+    /// Bytes of memory this response holds, roughly, for the byte bound.
+    pub(crate) fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        (self.body.len() + headers + 160) as u64
+    }
+
+    /// The response to send: the stored one, with `Age` and the cache outcome stamped on it.
+    /// `head_only` answers a `HEAD` with the `GET`'s headers and no body.
+    pub(crate) fn render<B>(&self, head_only: bool, resident_secs: u64, served: Served) -> Response<CacheBody<B>> {
+        let body = if head_only { Bytes::new() } else { self.body.clone() };
+        let mut response = Response::new(CacheBody::full(body));
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        // The stored map already holds `age`, `x-cache` and `cache-status` placeholders, so the
+        // inserts below overwrite in place and the clone is never regrown.
+        let mut headers = self.headers.clone();
+        if served.is_from_store() {
+            headers.insert(header::AGE, age_value(self.upstream_age + resident_secs));
+        } else {
+            headers.remove(header::AGE);
+        }
+        stamp(&mut headers, served, self.upstream_cache_status.as_deref());
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// `Age` values of up to an hour are built once and shared; `from_static` values are cloned
+/// without touching a reference count, so concurrent hits do not contend on them.
+fn age_value(seconds: u64) -> HeaderValue {
+    const PRECOMPUTED: u64 = 3600;
+    static AGES: std::sync::OnceLock<Box<[HeaderValue]>> = std::sync::OnceLock::new();
+    if seconds > PRECOMPUTED {
+        return HeaderValue::from(seconds);
+    }
+    let ages = AGES.get_or_init(|| {
+        (0..=PRECOMPUTED)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    ages[seconds as usize].clone()
+}
+
+/// Puts placeholders where `render` stamps its headers.
+fn reserve_stamps(headers: &mut HeaderMap) {
+    let placeholder = HeaderValue::from_static("");
+    headers.insert(header::AGE, placeholder.clone());
+    headers.insert(X_CACHE, placeholder.clone());
+    headers.insert(CACHE_STATUS, placeholder);
+}
+
+/// All values of `name`, comma-joined, if any.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Removes the headers a `Connection` header names (they are per-connection too).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_and_per_recipient_headers_are_not_stored() {
+        let (parts, _) = Response::builder()
+            .header("set-cookie", "session=secret")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("x-kept", "yes")
+            .header("age", "7")
+            .header("vary", "accept-language")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut request = HeaderMap::new();
+        request.insert("accept-language", HeaderValue::from_static("fr"));
+        let stored = StoredResponse::new(&parts, Bytes::from_static(b"hello"), &request);
+        let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 3, Served::Hit);
+        let headers = rendered.headers();
+        assert!(headers.get("set-cookie").is_none());
+        assert!(headers.get("x-hop").is_none());
+        assert_eq!(headers["x-kept"], "yes");
+        assert_eq!(headers["content-length"], "5");
+        assert_eq!(headers["age"], "10", "upstream age plus time in the cache");
+        assert_eq!(headers["x-cache"], "HIT");
+        assert!(stored.matches(&request));
+        request.insert("accept-language", HeaderValue::from_static("de"));
+        assert!(!stored.matches(&request));
+    }
+}
