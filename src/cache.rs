@@ -130,7 +130,9 @@ where
 {
     /// A cache with the defaults: [`CACHE_TTL`], at most 100 000 entries.
     pub fn new() -> Self {
-        Self::builder().build().expect("the default configuration is valid")
+        Self::builder()
+            .build()
+            .expect("the default configuration is valid")
     }
 }
 
@@ -185,17 +187,15 @@ where
                 format!("ttl {ttl:?} for user {user} is out of range; use a TTL between 1 ns and 100 years"),
             ));
         }
-        if !self.store.fits(&value) {
-            return Err(CacheError::new(
+        self.store.set(&user, (), value, ttl).map_err(|_| {
+            CacheError::new(
                 CacheErrorKind::CacheSetFailed,
                 format!(
-                    "the value for user {user} weighs more than one shard of the cache can hold; \
+                    "the value for user {user} weighs more than the cache admits for one entry; \
                      raise max_bytes or store a smaller value"
                 ),
-            ));
-        }
-        self.store.set(&user, (), value, ttl);
-        Ok(())
+            )
+        })
     }
 
     /// Whether `user` has a fresh entry. Does not count as a hit or a miss.
@@ -277,7 +277,12 @@ where
     ///
     /// - `RetryExhausted` when every attempt failed with a network error;
     /// - `FetchFailed` (not retryable) at the first error that is not a network failure.
-    pub async fn get_or_fetch<F, Fut, E>(&self, user: &U, mut fetch: F, retry: &RetryConfig) -> Result<V, CacheError>
+    pub async fn get_or_fetch<F, Fut, E>(
+        &self,
+        user: &U,
+        mut fetch: F,
+        retry: &RetryConfig,
+    ) -> Result<V, CacheError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -300,7 +305,7 @@ where
                     info!(user_id = %user, "Cache miss, fetching fresh data");
                     let outcome = match fetch_with_retry(retry, user, &mut fetch).await {
                         Ok((value, _attempts)) => {
-                            self.store.insert(token, user, (), value.clone(), self.ttl);
+                            let _ = self.store.insert(&token, user, (), value.clone(), self.ttl);
                             info!(
                                 user_id = %user,
                                 item_count = (self.item_count)(&value),
@@ -336,7 +341,12 @@ where
     /// The seed's `getCachedIntegrationsWithFallback`: like [`get_or_fetch`](Self::get_or_fetch)
     /// but never fails. When the fetch fails it returns the expired entry if one is still kept
     /// (see [`IntegrationCacheBuilder::stale_for`]), else `V::default()`.
-    pub async fn get_or_fetch_with_fallback<F, Fut, E>(&self, user: &U, fetch: F, retry: &RetryConfig) -> V
+    pub async fn get_or_fetch_with_fallback<F, Fut, E>(
+        &self,
+        user: &U,
+        fetch: F,
+        retry: &RetryConfig,
+    ) -> V
     where
         V: Default,
         F: FnMut() -> Fut,
@@ -478,22 +488,36 @@ where
     /// - `max_entries` or `max_bytes` is zero.
     pub fn build(self) -> Result<IntegrationCache<V, U>, ConfigError> {
         if self.ttl.is_zero() || self.ttl > MAX_TTL {
-            return Err(ConfigError::new("ttl", "use a TTL between 1 ns and 100 years (default 5 minutes)"));
+            return Err(ConfigError::new(
+                "ttl",
+                "use a TTL between 1 ns and 100 years (default 5 minutes)",
+            ));
         }
         if self.stale_for > MAX_TTL {
-            return Err(ConfigError::new("stale_for", "use at most 100 years (zero disables the stale window)"));
+            return Err(ConfigError::new(
+                "stale_for",
+                "use at most 100 years (zero disables the stale window)",
+            ));
         }
         if self.max_entries == Some(0) {
-            return Err(ConfigError::new("max_entries", "must be at least 1; leave it unset for the default of 100 000"));
+            return Err(ConfigError::new(
+                "max_entries",
+                "must be at least 1; leave it unset for the default of 100 000",
+            ));
         }
         if self.max_bytes == Some(0) {
-            return Err(ConfigError::new("max_bytes", "must be at least 1; leave it unset to bound by entries only"));
+            return Err(ConfigError::new(
+                "max_bytes",
+                "must be at least 1; leave it unset to bound by entries only",
+            ));
         }
         let weigher = self
             .weigher
             .unwrap_or_else(|| Arc::new(|_: &V| std::mem::size_of::<V>() as u64));
         let config = StoreConfig {
-            max_entries: self.max_entries.or(self.max_bytes.is_none().then_some(DEFAULT_MAX_ENTRIES)),
+            max_entries: self
+                .max_entries
+                .or(self.max_bytes.is_none().then_some(DEFAULT_MAX_ENTRIES)),
             max_bytes: self.max_bytes,
             max_entries_per_user: 1,
             stale_for: self.stale_for,

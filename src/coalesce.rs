@@ -114,20 +114,31 @@ mod tests {
     #[tokio::test]
     async fn waiters_get_the_leaders_outcome_and_the_flight_ends() {
         let flights = Arc::new(Flights::<&str, u32>::default());
-        let Role::Leader(leader) = flights.join("k") else { panic!("first is leader") };
-        let Role::Waiter(waiter) = flights.join("k") else { panic!("second waits") };
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!("first is leader")
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!("second waits")
+        };
         let waiting = tokio::spawn(waiter.wait());
         leader.complete(7);
         assert_eq!(waiting.await.unwrap(), Some(7));
         assert_eq!(flights.len(), 0);
-        assert!(matches!(flights.join("k"), Role::Leader(_)), "a new flight starts");
+        assert!(
+            matches!(flights.join("k"), Role::Leader(_)),
+            "a new flight starts"
+        );
     }
 
     #[tokio::test]
     async fn a_dropped_leader_releases_its_waiters() {
         let flights = Arc::new(Flights::<&str, u32>::default());
-        let Role::Leader(leader) = flights.join("k") else { panic!() };
-        let Role::Waiter(waiter) = flights.join("k") else { panic!() };
+        let Role::Leader(leader) = flights.join("k") else {
+            panic!()
+        };
+        let Role::Waiter(waiter) = flights.join("k") else {
+            panic!()
+        };
         drop(leader);
         assert_eq!(waiter.wait().await, None);
         assert_eq!(flights.len(), 0);

@@ -167,7 +167,9 @@ impl fmt::Display for CacheError {
 
 impl StdError for CacheError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }
 
@@ -319,7 +321,12 @@ mod tests {
 
     #[test]
     fn seed_codes_are_transient_by_text() {
-        for text in ["ECONNREFUSED", "ENOTFOUND", "fetch failed", "dns error: no record"] {
+        for text in [
+            "ECONNREFUSED",
+            "ENOTFOUND",
+            "fetch failed",
+            "dns error: no record",
+        ] {
             let err: BoxError = text.into();
             assert!(is_transient(&*err), "{text}");
         }
@@ -347,7 +354,11 @@ mod tests {
             (RetryExhausted, false),
         ];
         for (kind, retryable) in table {
-            assert_eq!(CacheError::new(kind, "x").is_retryable(), retryable, "{kind}");
+            assert_eq!(
+                CacheError::new(kind, "x").is_retryable(),
+                retryable,
+                "{kind}"
+            );
         }
     }
 }

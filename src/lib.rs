@@ -14,7 +14,9 @@ pub mod http;
 pub mod retry;
 mod store;
 
-pub use crate::cache::{CacheStats, IntegrationCache, IntegrationCacheBuilder, CACHE_TTL, CLEANUP_INTERVAL};
+pub use crate::cache::{
+    CacheStats, IntegrationCache, IntegrationCacheBuilder, CACHE_TTL, CLEANUP_INTERVAL,
+};
 pub use crate::error::{is_transient, BoxError, CacheError, CacheErrorKind, ConfigError};
 pub use crate::http::{CacheHandle, IntegrationCacheLayer, IntegrationCacheService, LayerStats};
 pub use crate::retry::{RetryConfig, RetryLayer, DEFAULT_RETRY_CONFIG};

@@ -5,9 +5,6 @@
 //! `now < expires_at`; it is still kept (served by `get_or_fetch_with_fallback` when the fetch
 //! fails, and counted by `len()`) iff `now < expires_at + stale_for`. The model keeps an entry
 //! until it is invalidated or cleared, so `model.entries.len()` bounds `len()` from above.
-//!
-//! Tests marked `#[ignore]` demonstrate bugs in `src/` that are not fixed yet; each says what it
-//! expects and why it fails. Run them with `cargo test --test cache_model -- --ignored`.
 
 use std::collections::HashMap;
 use std::io;
@@ -341,8 +338,8 @@ proptest! {
 }
 
 // ----------------------------------------------------------------------------------------------
-// Targeted tests from the review. Passing ones pin guarantees that hold; `#[ignore]`d ones fail
-// today and demonstrate a bug in `src/`.
+// Targeted regression tests from the review of the store: each pins a guarantee that a bug
+// once broke.
 // ----------------------------------------------------------------------------------------------
 
 fn small_cache(ttl: Duration, stale_for: Duration) -> IntegrationCache<u32, u64> {
@@ -403,7 +400,6 @@ async fn invalidate_or_clear_during_a_fetch_keeps_its_result_out() {
 /// `invalidate` + `set` is protected; `set` alone is not. src/store/mod.rs:278-288 (insert
 /// checks only the generation), src/store/bucket.rs:84 (with_slot keeps it).
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: an in-flight fetch overwrites a newer set()"]
 async fn a_set_during_a_fetch_is_not_overwritten_by_the_older_fetch() {
     let cache = small_cache(ms(1000), Duration::ZERO);
     let fetch = spawn_slow_fetch(&cache, 1, ms(100), 1);
@@ -421,7 +417,6 @@ async fn a_set_during_a_fetch_is_not_overwritten_by_the_older_fetch() {
 /// empty "miss in progress" bucket after `idle_for` = TTL (src/store/mod.rs:263, cache.rs:500).
 /// A fetch that takes longer than the TTL (slow upstream, or retries) is never cached.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a fetch slower than the TTL is never stored"]
 async fn a_fetch_slower_than_the_ttl_is_still_stored() {
     let cache = small_cache(ms(100), Duration::ZERO);
     let fetch = spawn_slow_fetch(&cache, 1, ms(150), 7);
@@ -438,7 +433,6 @@ async fn a_fetch_slower_than_the_ttl_is_still_stored() {
 /// resident gets that bucket's token; if the reaper reclaims the bucket during the fetch, the
 /// result is refused as if the user had been invalidated.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: reclaiming the old entry mid-fetch refuses the new value"]
 async fn a_fetch_that_outlives_the_old_entrys_stale_window_is_still_stored() {
     let cache = small_cache(ms(1000), ms(500));
     cache.set(1, 1).unwrap();
@@ -455,7 +449,6 @@ async fn a_fetch_that_outlives_the_old_entrys_stale_window_is_still_stored() {
 /// entries are never reclaimed: a later `set` does not reschedule because the bucket's `reap_at`
 /// still names the lost visit (src/store/mod.rs:423-429).
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a TTL over ~2.2 years kills the reaper and leaks entries"]
 async fn a_long_ttl_does_not_kill_the_reaper() {
     let cache = small_cache(ms(1000), Duration::ZERO);
     cache.set(1, 1).unwrap();
@@ -480,7 +473,6 @@ async fn a_long_ttl_does_not_kill_the_reaper() {
 /// 2000 earlier writes make the reaper visit user 1 ~2000 times at 60 s, and user 2, due 1 ms
 /// later, is still not reclaimed after `settle()`. With one visit per bucket it would be.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: duplicate reaper visits accumulate for a live bucket"]
 async fn reaper_visits_do_not_pile_up_for_a_live_user() {
     let cache = small_cache(ms(1000), Duration::ZERO);
     cache.set_with_ttl(1, 1, ms(10_000)).unwrap();
@@ -504,7 +496,6 @@ async fn reaper_visits_do_not_pile_up_for_a_live_user() {
 /// pending and never schedules another unless the new departure is earlier, so the entry is
 /// never reclaimed even when it is written again inside a runtime (src/store/mod.rs:423-429).
 #[test]
-#[ignore = "bug: an entry whose visit was lost is never reclaimed"]
 fn an_entry_written_outside_a_runtime_is_reclaimed_once_written_inside_one() {
     let cache = small_cache(ms(1000), Duration::ZERO);
     cache.set(1, 1).unwrap(); // no runtime: no reaper, reap_at = +1 s
@@ -522,7 +513,6 @@ fn an_entry_written_outside_a_runtime_is_reclaimed_once_written_inside_one() {
 /// `get_or_fetch` path) never calls `fits`. So `max_bytes` is exceeded without limit by values
 /// that grow on rewrite or arrive through `get_or_fetch` (src/store/mod.rs:278-299, 302-312).
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: max_bytes is not enforced when an existing user's value grows"]
 async fn max_bytes_holds_when_existing_values_grow() {
     let cache: IntegrationCache<Vec<u8>> = IntegrationCache::builder()
         .max_bytes(64 * 1024)
@@ -541,7 +531,6 @@ async fn max_bytes_holds_when_existing_values_grow() {
 
 /// Same bug through `get_or_fetch`: a value `set` rejects as too heavy is stored by a fetch.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: get_or_fetch stores values heavier than the whole cache"]
 async fn get_or_fetch_does_not_store_what_set_rejects() {
     let cache: IntegrationCache<Vec<u8>> = IntegrationCache::builder()
         .max_bytes(64 * 1024)
@@ -565,7 +554,6 @@ async fn get_or_fetch_does_not_store_what_set_rejects() {
 /// most `hot_allocation` (97%) of it and evicts anything heavier on insert. A value in between is
 /// accepted by `set` (Ok) and immediately dropped (counted as an eviction) (src/store/mod.rs:379).
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: set returns Ok for a value it drops at once"]
 async fn a_value_that_set_accepts_is_stored() {
     let cache = || -> IntegrationCache<Vec<u8>> {
         IntegrationCache::builder()
@@ -598,7 +586,6 @@ async fn a_value_that_set_accepts_is_stored() {
 /// `budget.deposit()` runs only once per instance, so the budget sees one request in all). A
 /// request made after `deadline` has passed gets no retries at all.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: RetryLayer's deadline is measured from the service's first request"]
 async fn retry_deadline_is_per_request() {
     use tower::{Layer, Service, ServiceExt};
 
@@ -651,7 +638,6 @@ async fn retry_deadline_is_per_request() {
 /// `Instant` arithmetic, so `RetryLayer::deadline(Duration::MAX)` ("no deadline, really") panics
 /// with "overflow when adding duration to instant" on the first retry.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a huge RetryLayer deadline panics on the first retry"]
 async fn a_huge_retry_deadline_does_not_panic() {
     use tower::{Layer, ServiceExt};
 

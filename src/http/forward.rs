@@ -92,7 +92,10 @@ impl Lead {
 
     /// No answer within the layer's deadline.
     pub(crate) fn deadline_passed<B>(self) -> Response<CacheBody<B>> {
-        self.state.store.counters().add(Event::Retry, u64::from(self.report.retries()));
+        self.state
+            .store
+            .counters()
+            .add(Event::Retry, u64::from(self.report.retries()));
         let deadline = self.state.deadline.unwrap_or_default();
         let failure = json_error(
             StatusCode::GATEWAY_TIMEOUT,
@@ -127,7 +130,10 @@ impl Lead {
     }
 
     /// Answers with the expired entry, if one is still kept; gives the lead back otherwise.
-    fn serve_stale<B>(self, upstream_status: Option<StatusCode>) -> Result<Response<CacheBody<B>>, Self> {
+    fn serve_stale<B>(
+        self,
+        upstream_status: Option<StatusCode>,
+    ) -> Result<Response<CacheBody<B>>, Self> {
         let Some(found) = self.state.store.get_stale(self.user.as_str(), &*self.key) else {
             return Err(self);
         };
@@ -150,16 +156,33 @@ impl Lead {
             .rules
             .ttl(&head)
             .and_then(|ttl| state.policy.ttl(&self.uri, &head, ttl));
-        let declared_len = body.size_hint().exact().or_else(|| content_length(&head.headers));
+        let declared_len = body
+            .size_hint()
+            .exact()
+            .or_else(|| content_length(&head.headers));
         let too_large = declared_len.is_some_and(|len| len > state.max_body as u64);
         let no_store = ttl.is_none() && state.rules.forbids_sharing(&head);
         if too_large || no_store {
-            stamp(&mut head.headers, Served::Forwarded { why: self.why, stored: false }, None);
+            stamp(
+                &mut head.headers,
+                Served::Forwarded {
+                    why: self.why,
+                    stored: false,
+                },
+                None,
+            );
             self.leader.complete(Outcome::FetchYourself);
             return Response::from_parts(head, CacheBody::upstream(body));
         }
         let recorded_head = copy_head(&head);
-        stamp(&mut head.headers, Served::Forwarded { why: self.why, stored: ttl.is_some() }, None);
+        stamp(
+            &mut head.headers,
+            Served::Forwarded {
+                why: self.why,
+                stored: ttl.is_some(),
+            },
+            None,
+        );
         let pending = Pending {
             state: self.state.clone(),
             token: self.token,
@@ -185,7 +208,12 @@ fn is_server_error(status: StatusCode) -> bool {
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The parts of a response head the store keeps (extensions are per-request).
@@ -198,13 +226,26 @@ fn copy_head(head: &http::response::Parts) -> http::response::Parts {
 }
 
 /// The JSON answer for an upstream that gave no response at all.
-fn upstream_error(error: &(dyn std::error::Error + 'static), report: &RetryReport) -> StoredResponse {
+fn upstream_error(
+    error: &(dyn std::error::Error + 'static),
+    report: &RetryReport,
+) -> StoredResponse {
     let timed_out = is_timeout(error);
-    let status = if timed_out { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-    let (code, advice) = if is_transient(error) {
-        ("RETRY_EXHAUSTED", "check that the upstream is up and reachable")
+    let status = if timed_out {
+        StatusCode::GATEWAY_TIMEOUT
     } else {
-        ("FETCH_FAILED", "the request could not be sent; check the upstream address")
+        StatusCode::BAD_GATEWAY
+    };
+    let (code, advice) = if is_transient(error) {
+        (
+            "RETRY_EXHAUSTED",
+            "check that the upstream is up and reachable",
+        )
+    } else {
+        (
+            "FETCH_FAILED",
+            "the request could not be sent; check the upstream address",
+        )
     };
     let message = format!(
         "no response from the upstream after {} retries ({error}); {advice}",

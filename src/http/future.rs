@@ -37,6 +37,43 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody, ResBody>,
+        trace: Trace,
+    }
+}
+
+/// The request's span, and when it started if the span is recorded at all (reading the clock
+/// is skipped when nobody listens).
+pub(crate) struct Trace {
+    span: tracing::Span,
+    started: Option<tokio::time::Instant>,
+}
+
+impl Trace {
+    pub(crate) fn new(span: tracing::Span) -> Self {
+        let started = (!span.is_disabled()).then(tokio::time::Instant::now);
+        Self { span, started }
+    }
+
+    pub(crate) fn is_recorded(&self) -> bool {
+        self.started.is_some()
+    }
+
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    fn finish<B>(&self, response: &Response<B>) {
+        let Some(started) = self.started else { return };
+        let outcome = response
+            .headers()
+            .get(super::respond::X_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.span.record("outcome", outcome);
+        self.span.record("status", response.status().as_u16());
+        self.span.record("duration_ms", duration_ms);
+        tracing::debug!(parent: &self.span, "request served");
     }
 }
 
@@ -77,25 +114,39 @@ where
     RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     ReqBody: Send + 'static,
 {
-    pub(crate) fn ready(response: Response<CacheBody<ResBody>>) -> Self {
+    pub(crate) fn ready(response: Response<CacheBody<ResBody>>, trace: Trace) -> Self {
         Self {
             state: State::Ready {
                 response: Some(response),
             },
+            trace,
         }
     }
 
     /// Sends the request upstream past the store.
-    pub(crate) fn forward(service: &mut RetryService<S>, request: Request<ReqBody>, forwarding: Forwarding) -> Self {
+    pub(crate) fn forward(
+        service: &mut RetryService<S>,
+        request: Request<ReqBody>,
+        forwarding: Forwarding,
+        trace: Trace,
+    ) -> Self {
         Self {
             state: forward(service, request, forwarding),
+            trace,
         }
     }
 
     /// Leads or joins the flight for this miss.
-    pub(crate) fn miss(service: RetryService<S>, parts: request::Parts, body: ReqBody, miss: Miss) -> Self {
+    pub(crate) fn miss(
+        service: RetryService<S>,
+        parts: request::Parts,
+        body: ReqBody,
+        miss: Miss,
+        trace: Trace,
+    ) -> Self {
         Self {
             state: start_miss(service, parts, body, miss),
+            trace,
         }
     }
 }
@@ -182,23 +233,29 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
+        let response = loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Ready { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                    break response.take().expect("polled after completion");
                 }
                 StateProj::Forwarding { future, forwarding } => {
                     let result = ready!(future.poll(cx));
                     let forwarding = forwarding.take().expect("polled after completion");
-                    return Poll::Ready(Ok(forwarding.finish(result)));
+                    break forwarding.finish(result);
                 }
-                StateProj::Leading { future, lead, deadline } => match future.poll(cx) {
+                StateProj::Leading {
+                    future,
+                    lead,
+                    deadline,
+                } => match future.poll(cx) {
                     Poll::Ready(result) => {
                         let lead = lead.take().expect("polled after completion");
-                        return Poll::Ready(Ok(lead.finish(result)));
+                        break lead.finish(result);
                     }
                     Poll::Pending => {
-                        let Some(deadline) = deadline else { return Poll::Pending };
+                        let Some(deadline) = deadline else {
+                            return Poll::Pending;
+                        };
                         ready!(deadline.as_mut().poll(cx));
                         // Dropping the upstream future (by leaving this state) cancels it.
                         let lead = lead.take().expect("polled after completion");
@@ -243,6 +300,8 @@ where
                 }
             };
             this.state.set(next);
-        }
+        };
+        this.trace.finish(&response);
+        Poll::Ready(Ok(response))
     }
 }

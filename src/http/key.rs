@@ -88,7 +88,10 @@ fn normalize_escapes(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            let run = bytes[i..].iter().position(|&b| b == b'%').unwrap_or(bytes.len() - i);
+            let run = bytes[i..]
+                .iter()
+                .position(|&b| b == b'%')
+                .unwrap_or(bytes.len() - i);
             out.push_str(&text[i..i + run]);
             i += run;
             continue;
@@ -111,7 +114,9 @@ fn normalize_escapes(text: &str) -> Option<String> {
 fn is_canonical_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains("//")
-        && !path.split('/').any(|segment| segment == "." || segment == "..")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
         && escapes_are_canonical(path)
 }
 
@@ -218,7 +223,11 @@ mod tests {
     fn different_targets_keep_different_keys() {
         assert_ne!(key("/b"), key("/b/"), "trailing slash matters");
         assert_ne!(key("/B"), key("/b"), "paths are case-sensitive");
-        assert_ne!(key("/a%2Fb"), key("/a/b"), "an encoded slash is not a separator");
+        assert_ne!(
+            key("/a%2Fb"),
+            key("/a/b"),
+            "an encoded slash is not a separator"
+        );
         assert_ne!(key("/b?a=1&a=2"), key("/b?a=2&a=1"));
     }
 

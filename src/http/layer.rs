@@ -46,7 +46,9 @@ impl IntegrationCacheLayer {
 
     /// A layer with every default, reading the user from a [`UserId`] request extension.
     pub fn new() -> Self {
-        Self::builder().build().expect("the default configuration is valid")
+        Self::builder()
+            .build()
+            .expect("the default configuration is valid")
     }
 
     /// A handle to invalidate, clear and read stats from the app.
@@ -137,7 +139,12 @@ impl IntegrationCacheLayerBuilder {
     pub fn user_header(mut self, name: &str) -> Self {
         self.extractor = HeaderName::from_bytes(name.as_bytes())
             .map(|name| Box::new(HeaderUser::new(name)) as Box<dyn UserExtractor>)
-            .map_err(|_| ConfigError::new("user_header", format!("{name:?} is not a valid header name; use e.g. \"x-user-id\"")));
+            .map_err(|_| {
+                ConfigError::new(
+                    "user_header",
+                    format!("{name:?} is not a valid header name; use e.g. \"x-user-id\""),
+                )
+            });
         self
     }
 
@@ -232,29 +239,48 @@ impl IntegrationCacheLayerBuilder {
         let extractor = self.extractor?;
         const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         if self.ttl.is_zero() || self.ttl > CENTURY {
-            return Err(ConfigError::new("ttl", "use a TTL between 1 ns and 100 years (default 5 minutes)"));
+            return Err(ConfigError::new(
+                "ttl",
+                "use a TTL between 1 ns and 100 years (default 5 minutes)",
+            ));
         }
         if self.stale_if_error > CENTURY {
-            return Err(ConfigError::new("stale_if_error", "use at most 100 years (zero turns it off)"));
+            return Err(ConfigError::new(
+                "stale_if_error",
+                "use at most 100 years (zero turns it off)",
+            ));
         }
-        for (setting, value) in [("max_entries", self.max_entries), ("max_bytes", self.max_bytes)] {
+        for (setting, value) in [
+            ("max_entries", self.max_entries),
+            ("max_bytes", self.max_bytes),
+        ] {
             if value == Some(0) {
                 return Err(ConfigError::new(setting, "must be at least 1"));
             }
         }
         if self.max_entries_per_user == 0 {
-            return Err(ConfigError::new("max_entries_per_user", "must be at least 1 (default 64)"));
+            return Err(ConfigError::new(
+                "max_entries_per_user",
+                "must be at least 1 (default 64)",
+            ));
         }
         let statuses = self
             .statuses
             .iter()
             .map(|&code| {
-                StatusCode::from_u16(code)
-                    .map_err(|_| ConfigError::new("cacheable_statuses", format!("{code} is not an HTTP status (100-999)")))
+                StatusCode::from_u16(code).map_err(|_| {
+                    ConfigError::new(
+                        "cacheable_statuses",
+                        format!("{code} is not an HTTP status (100-999)"),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if self.deadline.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new("deadline", "a zero deadline would fail every miss; leave it unset for none"));
+            return Err(ConfigError::new(
+                "deadline",
+                "a zero deadline would fail every miss; leave it unset for none",
+            ));
         }
         let config = StoreConfig {
             max_entries: self.max_entries,

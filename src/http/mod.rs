@@ -76,8 +76,8 @@ pub use self::body::CacheBody;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, LayerStats};
 pub use self::layer::{
-    IntegrationCacheLayer, IntegrationCacheLayerBuilder, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES,
-    DEFAULT_MAX_ENTRIES_PER_USER,
+    IntegrationCacheLayer, IntegrationCacheLayerBuilder, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRIES_PER_USER,
 };
 pub use self::policy::{CachePolicy, DefaultPolicy};
 pub use self::service::IntegrationCacheService;

@@ -79,7 +79,9 @@ impl Rules {
             return None;
         }
         let headers = &response.headers;
-        if directives(headers, header::CACHE_CONTROL).any(|(name, _)| name.eq_ignore_ascii_case("no-store")) {
+        if directives(headers, header::CACHE_CONTROL)
+            .any(|(name, _)| name.eq_ignore_ascii_case("no-store"))
+        {
             return None;
         }
         if vary_names(headers).is_none() {
@@ -97,7 +99,8 @@ impl Rules {
 impl Rules {
     /// Whether the response forbids any reuse, even by requests waiting for it right now.
     pub(crate) fn forbids_sharing(&self, response: &response::Parts) -> bool {
-        directives(&response.headers, header::CACHE_CONTROL).any(|(name, _)| name.eq_ignore_ascii_case("no-store"))
+        directives(&response.headers, header::CACHE_CONTROL)
+            .any(|(name, _)| name.eq_ignore_ascii_case("no-store"))
     }
 }
 
@@ -128,7 +131,12 @@ fn upstream_freshness(headers: &HeaderMap) -> Option<Duration> {
         .get(header::DATE)
         .and_then(|d| httpdate::parse_http_date(d.to_str().ok()?).ok())
         .unwrap_or_else(SystemTime::now);
-    Some(expires.duration_since(date).unwrap_or_default().saturating_sub(age))
+    Some(
+        expires
+            .duration_since(date)
+            .unwrap_or_default()
+            .saturating_sub(age),
+    )
 }
 
 /// The upstream's `Age`, in seconds (0 if absent or malformed).
@@ -162,14 +170,18 @@ pub(crate) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
 pub(crate) fn wants_refresh(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::CACHE_CONTROL) {
         return directives(headers, header::CACHE_CONTROL).any(|(name, value)| {
-            name.eq_ignore_ascii_case("no-cache") || (name.eq_ignore_ascii_case("max-age") && value == Some("0"))
+            name.eq_ignore_ascii_case("no-cache")
+                || (name.eq_ignore_ascii_case("max-age") && value == Some("0"))
         });
     }
     directives(headers, header::PRAGMA).any(|(name, _)| name.eq_ignore_ascii_case("no-cache"))
 }
 
 /// `name[=value]` directives of a comma-separated header, values unquoted.
-fn directives(headers: &HeaderMap, header: HeaderName) -> impl Iterator<Item = (&str, Option<&str>)> {
+fn directives(
+    headers: &HeaderMap,
+    header: HeaderName,
+) -> impl Iterator<Item = (&str, Option<&str>)> {
     headers
         .get_all(header)
         .into_iter()
@@ -194,7 +206,10 @@ mod tests {
     fn rules(respect: bool) -> Rules {
         Rules {
             ttl: Duration::from_secs(300),
-            statuses: DEFAULT_STATUSES.iter().map(|&s| StatusCode::from_u16(s).unwrap()).collect(),
+            statuses: DEFAULT_STATUSES
+                .iter()
+                .map(|&s| StatusCode::from_u16(s).unwrap())
+                .collect(),
             respect_cache_control: respect,
         }
     }
@@ -214,26 +229,50 @@ mod tests {
         assert_eq!(r.ttl(&parts(404, &[])), Some(Duration::from_secs(300)));
         assert_eq!(r.ttl(&parts(500, &[])), None);
         assert_eq!(r.ttl(&parts(206, &[])), None);
-        assert_eq!(r.ttl(&parts(200, &[("cache-control", "private, no-store")])), None);
+        assert_eq!(
+            r.ttl(&parts(200, &[("cache-control", "private, no-store")])),
+            None
+        );
         assert_eq!(r.ttl(&parts(200, &[("vary", "accept, *")])), None);
     }
 
     #[test]
     fn upstream_freshness_only_shortens_when_respected() {
         let short = [("cache-control", "max-age=60")];
-        assert_eq!(rules(false).ttl(&parts(200, &short)), Some(Duration::from_secs(300)));
-        assert_eq!(rules(true).ttl(&parts(200, &short)), Some(Duration::from_secs(60)));
+        assert_eq!(
+            rules(false).ttl(&parts(200, &short)),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            rules(true).ttl(&parts(200, &short)),
+            Some(Duration::from_secs(60))
+        );
         let long = [("cache-control", "max-age=6000")];
-        assert_eq!(rules(true).ttl(&parts(200, &long)), Some(Duration::from_secs(300)));
+        assert_eq!(
+            rules(true).ttl(&parts(200, &long)),
+            Some(Duration::from_secs(300))
+        );
         let shared = [("cache-control", "max-age=60, s-maxage=30"), ("age", "10")];
-        assert_eq!(rules(true).ttl(&parts(200, &shared)), Some(Duration::from_secs(20)));
-        assert_eq!(rules(true).ttl(&parts(200, &[("cache-control", "no-cache")])), None);
-        assert_eq!(rules(true).ttl(&parts(200, &[("cache-control", "max-age=0")])), None);
+        assert_eq!(
+            rules(true).ttl(&parts(200, &shared)),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            rules(true).ttl(&parts(200, &[("cache-control", "no-cache")])),
+            None
+        );
+        assert_eq!(
+            rules(true).ttl(&parts(200, &[("cache-control", "max-age=0")])),
+            None
+        );
         let expires = [
             ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
             ("expires", "Wed, 21 Oct 2015 07:29:00 GMT"),
         ];
-        assert_eq!(rules(true).ttl(&parts(200, &expires)), Some(Duration::from_secs(60)));
+        assert_eq!(
+            rules(true).ttl(&parts(200, &expires)),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(rules(true).ttl(&parts(200, &[("expires", "0")])), None);
     }
 
@@ -242,14 +281,20 @@ mod tests {
         let headers = |pairs: &[(&str, &str)]| {
             let mut map = HeaderMap::new();
             for (n, v) in pairs {
-                map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+                map.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
             }
             map
         };
         assert!(wants_refresh(&headers(&[("cache-control", "no-cache")])));
         assert!(wants_refresh(&headers(&[("cache-control", "max-age=0")])));
         assert!(wants_refresh(&headers(&[("pragma", "no-cache")])));
-        assert!(!wants_refresh(&headers(&[("cache-control", "max-age=10"), ("pragma", "no-cache")])));
+        assert!(!wants_refresh(&headers(&[
+            ("cache-control", "max-age=10"),
+            ("pragma", "no-cache")
+        ])));
         assert!(!wants_refresh(&headers(&[])));
     }
 }

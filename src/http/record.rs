@@ -12,7 +12,6 @@ use super::state::{FlightKey, LayerState, Outcome};
 use super::stored::StoredResponse;
 use super::user::UserId;
 use crate::coalesce::Leader;
-use crate::store::counters::Event;
 use crate::store::WriteToken;
 
 /// Everything needed to store a response once its body is complete.
@@ -35,16 +34,14 @@ impl Pending {
         let stored = Arc::new(StoredResponse::new(&self.head, body, &self.request_headers));
         let state = &self.state;
         if let Some(ttl) = self.ttl {
-            if state.store.fits(&stored) {
+            let stored_or_not =
                 state
                     .store
-                    .insert(self.token, &self.user, self.key, stored.clone(), ttl);
-            } else {
-                state.store.counters().incr(Event::StoreRejected);
-            }
+                    .insert(&self.token, &self.user, self.key, stored.clone(), ttl);
+            tracing::trace!(user = %self.user, uri = %self.uri, ?stored_or_not, "response recorded");
         }
-        tracing::trace!(user = %self.user, uri = %self.uri, "response recorded");
-        self.leader.complete(Outcome::Response(stored, Served::Collapsed));
+        self.leader
+            .complete(Outcome::Response(stored, Served::Collapsed));
     }
 
     /// Tells the waiters to fetch for themselves.
@@ -91,7 +88,9 @@ impl Recorder {
     /// The body ended: store it. The copy is exact-sized, so the store never pins a larger
     /// read buffer the upstream's bytes were sliced from.
     pub(crate) fn finish(&mut self) {
-        let Some(pending) = self.pending.take() else { return };
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
         let mut body = BytesMut::with_capacity(self.len);
         for chunk in self.chunks.drain(..) {
             body.extend_from_slice(&chunk);

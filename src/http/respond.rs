@@ -61,8 +61,12 @@ impl Served {
             // The hot path: a static value, no formatting, no allocation.
             Served::Hit => return HeaderValue::from_static("integration-cache; hit"),
             Served::Bypass => return HeaderValue::from_static("integration-cache; fwd=bypass"),
-            Served::Rejected => return HeaderValue::from_static("integration-cache; fwd=bypass; detail=anonymous"),
-            Served::Collapsed => return HeaderValue::from_static("integration-cache; fwd=miss; collapsed"),
+            Served::Rejected => {
+                return HeaderValue::from_static("integration-cache; fwd=bypass; detail=anonymous")
+            }
+            Served::Collapsed => {
+                return HeaderValue::from_static("integration-cache; fwd=miss; collapsed")
+            }
             Served::Forwarded { why, stored } => {
                 let fwd = match why {
                     Forward::Miss => "miss",
@@ -72,7 +76,10 @@ impl Served {
                 format!("{NAME}; fwd={fwd}{}", if stored { "; stored" } else { "" })
             }
             Served::Stale { upstream_status } => match upstream_status {
-                Some(status) => format!("{NAME}; fwd=miss; fwd-status={}; detail=stale-if-error", status.as_u16()),
+                Some(status) => format!(
+                    "{NAME}; fwd=miss; fwd-status={}; detail=stale-if-error",
+                    status.as_u16()
+                ),
                 None => format!("{NAME}; fwd=miss; detail=stale-if-error"),
             },
         };
@@ -88,7 +95,8 @@ pub(crate) fn stamp(headers: &mut HeaderMap, served: Served, upstream_cache_stat
         None => ours,
         Some(upstream) => {
             let ours = ours.to_str().unwrap_or_default();
-            HeaderValue::try_from(format!("{upstream}, {ours}")).unwrap_or_else(|_| HeaderValue::from_static(""))
+            HeaderValue::try_from(format!("{upstream}, {ours}"))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
         }
     };
     headers.insert(CACHE_STATUS, value);
@@ -97,7 +105,12 @@ pub(crate) fn stamp(headers: &mut HeaderMap, served: Served, upstream_cache_stat
 /// A JSON error the layer answers with itself, e.g. when the upstream cannot be reached.
 ///
 /// `{"error":{"code":"RETRY_EXHAUSTED","status":502,"message":"...","retries":3}}`
-pub(crate) fn json_error(status: StatusCode, code: &str, message: &str, retries: Option<u32>) -> StoredResponse {
+pub(crate) fn json_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    retries: Option<u32>,
+) -> StoredResponse {
     let mut error = serde_json::json!({
         "code": code,
         "status": status.as_u16(),
@@ -108,7 +121,10 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str, retries:
     }
     let body = Bytes::from(serde_json::json!({ "error": error }).to_string());
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     StoredResponse::synthetic(status, headers, body)

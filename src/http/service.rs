@@ -10,8 +10,8 @@ use http_body::Body;
 use tower::retry::Policy;
 use tower_service::Service;
 
-use super::future::{Miss, ResponseFuture};
 use super::forward::Forwarding;
+use super::future::{Miss, ResponseFuture, Trace};
 use super::key::{route_key, with_target};
 use super::policy::wants_refresh;
 use super::respond::{json_error, Forward, Served};
@@ -86,24 +86,43 @@ where
         let state = &self.state;
         let counters = state.store.counters();
         let kind = kind(&parts.method);
+        let span = tracing::debug_span!(
+            "integration_cache",
+            method = %parts.method,
+            uri = %parts.uri,
+            user = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let trace = Trace::new(span);
         let Some(user) = state.extractor.user(&parts) else {
             if state.anonymous == Anonymous::Reject {
                 counters.incr(Event::Bypass);
-                return ResponseFuture::ready(unauthorized());
+                return ResponseFuture::ready(unauthorized(), trace);
             }
-            return self.bypass(Request::from_parts(parts, body), None);
+            return self.bypass(Request::from_parts(parts, body), None, trace);
         };
+        if trace.is_recorded() {
+            trace.span().record("user", user.as_str());
+        }
         match kind {
             Kind::Read => {}
             Kind::Mutation => {
                 let user = Some(user.to_owned_id());
-                return self.bypass(Request::from_parts(parts, body), user);
+                return self.bypass(Request::from_parts(parts, body), user, trace);
             }
-            Kind::Other => return self.bypass(Request::from_parts(parts, body), None),
+            Kind::Other => return self.bypass(Request::from_parts(parts, body), None, trace),
         }
         let key = match route_key(&parts.uri) {
-            Some(key) if state.policy.is_cacheable_request(&parts.uri, &parts.headers) => key,
-            _ => return self.bypass(Request::from_parts(parts, body), None),
+            Some(key)
+                if state
+                    .policy
+                    .is_cacheable_request(&parts.uri, &parts.headers) =>
+            {
+                key
+            }
+            _ => return self.bypass(Request::from_parts(parts, body), None, trace),
         };
         let head_only = parts.method == Method::HEAD;
         let mut why = Forward::Request;
@@ -112,8 +131,11 @@ where
             if let Some(found) = state.store.get(user.as_str(), &*key) {
                 if found.value.matches(&parts.headers) {
                     counters.incr(Event::Hit);
-                    let response = found.value.render(head_only, found.resident.as_secs(), Served::Hit);
-                    return ResponseFuture::ready(response);
+                    let response =
+                        found
+                            .value
+                            .render(head_only, found.resident.as_secs(), Served::Hit);
+                    return ResponseFuture::ready(response, trace);
                 }
                 why = Forward::VaryMiss;
             }
@@ -143,10 +165,15 @@ where
                 invalidate: None,
                 report: RetryReport::default(),
             };
-            return ResponseFuture::forward(&mut self.inner, Request::from_parts(parts, body), forwarding);
+            return ResponseFuture::forward(
+                &mut self.inner,
+                Request::from_parts(parts, body),
+                forwarding,
+                trace,
+            );
         }
         let ready = self.take_ready();
-        ResponseFuture::miss(ready, parts, body, miss)
+        ResponseFuture::miss(ready, parts, body, miss, trace)
     }
 }
 
@@ -163,6 +190,7 @@ impl<S> IntegrationCacheService<S> {
         &mut self,
         request: Request<ReqBody>,
         invalidate: Option<super::UserId>,
+        trace: Trace,
     ) -> ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -176,7 +204,7 @@ impl<S> IntegrationCacheService<S> {
             invalidate,
             report: RetryReport::default(),
         };
-        ResponseFuture::forward(&mut self.inner, request, forwarding)
+        ResponseFuture::forward(&mut self.inner, request, forwarding, trace)
     }
 }
 

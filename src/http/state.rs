@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::policy::{CachePolicy, Rules};
-use super::stored::StoredResponse;
 use super::respond::Served;
+use super::stored::StoredResponse;
 use super::user::{UserExtractor, UserId};
 use crate::coalesce::Flights;
 use crate::store::Store;

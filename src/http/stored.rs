@@ -102,8 +102,17 @@ impl StoredResponse {
 
     /// The response to send: the stored one, with `Age` and the cache outcome stamped on it.
     /// `head_only` answers a `HEAD` with the `GET`'s headers and no body.
-    pub(crate) fn render<B>(&self, head_only: bool, resident_secs: u64, served: Served) -> Response<CacheBody<B>> {
-        let body = if head_only { Bytes::new() } else { self.body.clone() };
+    pub(crate) fn render<B>(
+        &self,
+        head_only: bool,
+        resident_secs: u64,
+        served: Served,
+    ) -> Response<CacheBody<B>> {
+        let body = if head_only {
+            Bytes::new()
+        } else {
+            self.body.clone()
+        };
         let mut response = Response::new(CacheBody::full(body));
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
@@ -147,7 +156,11 @@ fn reserve_stamps(headers: &mut HeaderMap) {
 
 /// All values of `name`, comma-joined, if any.
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!values.is_empty()).then(|| values.join(", "))
 }
 

@@ -233,12 +233,19 @@ mod tests {
         let extractor = HeaderUser::new(HeaderName::from_static("x-user-id"));
         let id = |h: &[(&str, &[u8])]| extractor.user(&parts(h)).map(|u| u.as_str().to_owned());
         assert_eq!(id(&[("x-user-id", b"alice")]).as_deref(), Some("alice"));
-        assert_eq!(id(&[("x-user-id", "zoë".as_bytes())]).as_deref(), Some("zoë"));
+        assert_eq!(
+            id(&[("x-user-id", "zoë".as_bytes())]).as_deref(),
+            Some("zoë")
+        );
         assert_eq!(id(&[]), None);
         assert_eq!(id(&[("x-user-id", b"")]), None);
         assert_eq!(id(&[("x-user-id", b"   ")]), None);
         assert_eq!(id(&[("x-user-id", b"\xff\xfe")]), None, "not UTF-8");
         assert_eq!(id(&[("x-user-id", "x".repeat(257).as_bytes())]), None);
-        assert_eq!(id(&[("x-user-id", b"a"), ("x-user-id", b"b")]), None, "ambiguous");
+        assert_eq!(
+            id(&[("x-user-id", b"a"), ("x-user-id", b"b")]),
+            None,
+            "ambiguous"
+        );
     }
 }

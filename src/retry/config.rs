@@ -147,7 +147,10 @@ mod tests {
         let config = DEFAULT_RETRY_CONFIG.with_jitter(false);
         let delays: Vec<_> = (1..=6).map(|n| config.delay_before_retry(n)).collect();
         let ms = |n| Duration::from_millis(n);
-        assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1600), ms(2000)]);
+        assert_eq!(
+            delays,
+            [ms(100), ms(200), ms(400), ms(800), ms(1600), ms(2000)]
+        );
     }
 
     #[test]

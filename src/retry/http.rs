@@ -133,7 +133,10 @@ impl RetryBudget {
     /// `window` outside 1..=60 s, or `ratio` outside 0.0..=1000.0.
     pub fn new(window: Duration, min_per_sec: u32, ratio: f32) -> Result<Self, ConfigError> {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&window) {
-            return Err(ConfigError::new("retry_budget.window", "use a window between 1 s and 60 s"));
+            return Err(ConfigError::new(
+                "retry_budget.window",
+                "use a window between 1 s and 60 s",
+            ));
         }
         if !(0.0..=1000.0).contains(&ratio) {
             return Err(ConfigError::new(
@@ -207,7 +210,11 @@ where
 {
     type Future = tokio::time::Sleep;
 
-    fn retry(&mut self, req: &mut Request<B>, result: &mut Result<Response<ResB>, E>) -> Option<Self::Future> {
+    fn retry(
+        &mut self,
+        req: &mut Request<B>,
+        result: &mut Result<Response<ResB>, E>,
+    ) -> Option<Self::Future> {
         self.attempts += 1;
         let report = req.extensions().get::<RetryReport>();
         let retry_after = match result {
@@ -224,7 +231,13 @@ where
             .map_or(backoff, |after| after.max(backoff))
             .min(self.config.max_delay());
         let past_deadline = match (self.deadline, self.started) {
-            (Some(deadline), Some(started)) => Instant::now() + wait > started + deadline,
+            (Some(deadline), Some(started)) => match (
+                Instant::now().checked_add(wait),
+                started.checked_add(deadline),
+            ) {
+                (Some(next_attempt), Some(deadline)) => next_attempt > deadline,
+                _ => false,
+            },
             _ => false,
         };
         if retry > self.config.max_retries() || past_deadline || !self.budget.withdraw() {
@@ -242,7 +255,10 @@ where
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        if self.started.is_none() {
+        // tower calls this on the service's own policy for each new request (whose attempt
+        // count stays 0) and on the response future's copy before each retry: so this is
+        // once per request.
+        if self.attempts == 0 {
             self.started = Some(Instant::now());
             self.budget.deposit();
         }
@@ -284,7 +300,10 @@ pub(crate) fn parse_retry_after(value: &http::HeaderValue) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -294,7 +313,10 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("3")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("3")),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(
             parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
             Some(Duration::ZERO),
@@ -314,7 +336,11 @@ mod tests {
         };
         assert_eq!(with(502, None), Some(None));
         assert_eq!(with(503, Some("1")), Some(Some(Duration::from_secs(1))));
-        assert_eq!(with(429, None), None, "429 without Retry-After is the client's problem");
+        assert_eq!(
+            with(429, None),
+            None,
+            "429 without Retry-After is the client's problem"
+        );
         assert_eq!(with(429, Some("2")), Some(Some(Duration::from_secs(2))));
         assert_eq!(with(500, None), None);
         assert_eq!(with(200, None), None);

@@ -10,4 +10,6 @@ pub(crate) mod fetch;
 mod http;
 
 pub use self::config::{RetryConfig, DEFAULT_RETRY_CONFIG};
-pub use self::http::{RetryBudget, RetryLayer, RetryPolicy, RetryReport, RetryService, TransientError};
+pub use self::http::{
+    RetryBudget, RetryLayer, RetryPolicy, RetryReport, RetryService, TransientError,
+};

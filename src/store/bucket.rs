@@ -6,6 +6,8 @@
 //! any finer-grained locking would be.
 
 use std::borrow::Borrow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -22,16 +24,27 @@ pub(crate) struct Slot<K, V> {
     pub(crate) weight: u64,
 }
 
+/// When the reaper is due, and which run of the reaper promised it (a reaper that died with
+/// its runtime took its promises along).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) at: Instant,
+    pub(crate) epoch: u64,
+}
+
 /// All entries of one user, and the generation that guards writes to them.
 #[derive(Debug)]
 pub(crate) struct Bucket<K, V> {
-    /// Unique per bucket ever created in the store. A write made on behalf of a request that
-    /// started under another generation is refused: the user was invalidated in between.
+    /// Unique per bucket ever created in the store. A write made on behalf of a fetch that
+    /// began under another generation is refused: the user was invalidated (or `set`) since.
     pub(crate) generation: u64,
-    /// An empty bucket (created when a miss begins) is reclaimed after this instant.
+    /// Fetches in flight under this generation. While any is, the bucket is neither evicted
+    /// nor reclaimed, so their results can still be stored.
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    /// An empty bucket is not reclaimed before this instant.
     pub(crate) idle_until: Instant,
-    /// When the reaper is due to visit; `None` if no visit is scheduled.
-    pub(crate) reap_at: Option<Instant>,
+    /// The reaper's next visit, if one is planned.
+    pub(crate) plan: Option<Plan>,
     pub(crate) slots: Vec<Slot<K, V>>,
     /// Cached for the cache's weighter, which must be cheap and stable.
     pub(crate) weight: u64,
@@ -44,12 +57,19 @@ pub(crate) struct Delta {
     pub(crate) removed: usize,
 }
 
+impl<K, V> Bucket<K, V> {
+    pub(crate) fn has_fetches_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+}
+
 impl<K: Clone + Eq, V: Clone> Bucket<K, V> {
     pub(crate) fn empty(generation: u64, idle_until: Instant) -> Self {
         Self {
             generation,
+            in_flight: Arc::default(),
             idle_until,
-            reap_at: None,
+            plan: None,
             slots: Vec::new(),
             weight: 1,
         }
@@ -80,14 +100,7 @@ impl<K: Clone + Eq, V: Clone> Bucket<K, V> {
             delta.removed += 1;
         }
         slots.push(slot);
-        let next = Self {
-            generation: self.generation,
-            idle_until: self.idle_until,
-            reap_at: self.reap_at,
-            weight: weigh(&slots),
-            slots,
-        };
-        (next, delta)
+        (self.derive(slots), delta)
     }
 
     /// The snapshot without the entries whose keep time has passed, or `None` if none had.
@@ -105,28 +118,29 @@ impl<K: Clone + Eq, V: Clone> Bucket<K, V> {
             added: 0,
             removed: self.slots.len() - kept.len(),
         };
-        let next = Self {
-            generation: self.generation,
-            idle_until: self.idle_until,
-            reap_at: self.reap_at,
-            weight: weigh(&kept),
-            slots: kept,
-        };
-        Some((next, delta))
+        Some((self.derive(kept), delta))
     }
 
-    /// The same entries with the reaper's next visit at `at`.
-    pub(crate) fn rescheduled(&self, at: Instant) -> Self {
+    /// The same entries with another plan.
+    pub(crate) fn replanned(&self, plan: Option<Plan>) -> Self {
+        let mut next = self.derive(self.slots.clone());
+        next.plan = plan;
+        next
+    }
+
+    fn derive(&self, slots: Vec<Slot<K, V>>) -> Self {
         Self {
             generation: self.generation,
+            in_flight: self.in_flight.clone(),
             idle_until: self.idle_until,
-            reap_at: Some(at),
-            slots: self.slots.clone(),
-            weight: self.weight,
+            plan: self.plan,
+            weight: slots.iter().map(|s| s.weight).sum::<u64>().max(1),
+            slots,
         }
     }
 
-    /// When the next entry leaves (or the empty bucket goes idle).
+    /// When the reaper has something to do here: the next entry leaves, or the empty bucket
+    /// goes idle.
     pub(crate) fn next_departure(&self) -> Instant {
         self.slots
             .iter()
@@ -137,12 +151,10 @@ impl<K: Clone + Eq, V: Clone> Bucket<K, V> {
 
     /// Whether the reaper can drop the whole bucket at `now`.
     pub(crate) fn is_departed(&self, now: Instant) -> bool {
-        self.slots.iter().all(|s| s.keep_until <= now) && (!self.slots.is_empty() || self.idle_until <= now)
+        !self.has_fetches_in_flight()
+            && self.slots.iter().all(|s| s.keep_until <= now)
+            && (!self.slots.is_empty() || self.idle_until <= now)
     }
-}
-
-fn weigh<K, V>(slots: &[Slot<K, V>]) -> u64 {
-    slots.iter().map(|s| s.weight).sum::<u64>().max(1)
 }
 
 #[cfg(test)]
@@ -166,9 +178,21 @@ mod tests {
         let now = Instant::now();
         let b = Bucket::empty(1, now);
         let (b, d) = b.with_slot(slot("a", now, 5), 2);
-        assert_eq!(d, Delta { added: 1, removed: 0 });
+        assert_eq!(
+            d,
+            Delta {
+                added: 1,
+                removed: 0
+            }
+        );
         let (b, d) = b.with_slot(slot("a", now, 9), 2);
-        assert_eq!(d, Delta { added: 1, removed: 1 });
+        assert_eq!(
+            d,
+            Delta {
+                added: 1,
+                removed: 1
+            }
+        );
         let (b, _) = b.with_slot(slot("b", now, 3), 2);
         assert_eq!(b.weight, 20);
         let (b, d) = b.with_slot(slot("c", now, 7), 2);
@@ -179,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn departed_entries_are_dropped() {
+    fn departed_entries_are_dropped_unless_a_fetch_is_in_flight() {
         let now = Instant::now();
         let (b, _) = Bucket::empty(1, now).with_slot(slot("a", now, 1), 8);
         let (b, _) = b.with_slot(slot("b", now, 5), 8);
@@ -188,6 +212,9 @@ mod tests {
         let (b, d) = b.without_departed(later).unwrap();
         assert_eq!(d.removed, 1);
         assert!(!b.is_departed(later));
-        assert!(b.is_departed(now + Duration::from_secs(5)));
+        let end = now + Duration::from_secs(5);
+        assert!(b.is_departed(end));
+        b.in_flight.fetch_add(1, Ordering::AcqRel);
+        assert!(!b.is_departed(end), "a fetch in flight keeps the bucket");
     }
 }

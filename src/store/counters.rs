@@ -48,9 +48,9 @@ impl<const N: usize> Striped<N> {
     }
 
     fn sum(&self, index: usize) -> u64 {
-        self.stripes
-            .iter()
-            .fold(0u64, |acc, s| acc.wrapping_add(s.0[index].load(Ordering::Relaxed)))
+        self.stripes.iter().fold(0u64, |acc, s| {
+            acc.wrapping_add(s.0[index].load(Ordering::Relaxed))
+        })
     }
 }
 

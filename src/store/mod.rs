@@ -30,7 +30,7 @@ mod reaper;
 
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ use quick_cache::sync::{EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use tokio::time::Instant;
 
-use self::bucket::{Bucket, Delta, Slot};
+use self::bucket::{Bucket, Delta, Plan, Slot};
 use self::counters::{Counters, Event, Gauge};
 use self::reaper::{Reap, Reaper};
 
@@ -118,14 +118,36 @@ pub(crate) struct Found<V> {
     pub(crate) fresh_until: Instant,
 }
 
-/// Proof of the user's generation when a fetch began; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct WriteToken(u64);
+/// Held by a fetch from [`Store::begin`] until it stores its result (or gives up): names the
+/// user's generation when the fetch began, and keeps the user's bucket from being evicted or
+/// reclaimed meanwhile, so the result can still be stored.
+#[derive(Debug)]
+pub(crate) struct WriteToken {
+    generation: u64,
+    in_flight: Option<Arc<AtomicUsize>>,
+}
 
 impl WriteToken {
-    pub(crate) fn generation(self) -> u64 {
-        self.0
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
+}
+
+impl Drop for WriteToken {
+    fn drop(&mut self) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Why a write did not store anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The user was invalidated (or `set`, or everything cleared) since the fetch began.
+    Outdated,
+    /// The user's entries would weigh more than the store admits for one user.
+    TooHeavy,
 }
 
 /// Counts of resident entries by freshness.
@@ -135,13 +157,8 @@ pub(crate) struct Census {
     pub(crate) stale: usize,
 }
 
-type Map<U, K, V> = quick_cache::sync::Cache<
-    U,
-    Arc<Bucket<K, V>>,
-    BucketWeighter,
-    DefaultHashBuilder,
-    EvictionCounter,
->;
+type Map<U, K, V> =
+    quick_cache::sync::Cache<U, Arc<Bucket<K, V>>, BucketWeighter, DefaultHashBuilder, Lifecycles>;
 
 /// One map and the count of entries in it; `clear` replaces both.
 struct Generation<U, K, V> {
@@ -158,19 +175,24 @@ impl<U, K, V> Weighter<U, Arc<Bucket<K, V>>> for BucketWeighter {
     }
 }
 
-/// Keeps `entries` and the eviction count right when quick_cache evicts a bucket.
+/// Keeps buckets with fetches in flight, and the counts right when quick_cache evicts.
 #[derive(Clone)]
-struct EvictionCounter {
+struct Lifecycles {
     counters: Arc<Counters>,
     entries: Arc<Gauge>,
 }
 
-impl<U, K, V> Lifecycle<U, Arc<Bucket<K, V>>> for EvictionCounter {
+impl<U, K, V> Lifecycle<U, Arc<Bucket<K, V>>> for Lifecycles {
     type RequestState = ();
+
+    fn is_pinned(&self, _user: &U, bucket: &Arc<Bucket<K, V>>) -> bool {
+        bucket.has_fetches_in_flight()
+    }
 
     fn on_evict(&self, _state: &mut (), _user: U, bucket: Arc<Bucket<K, V>>) {
         self.entries.sub(bucket.slots.len());
-        self.counters.add(Event::Eviction, bucket.slots.len() as u64);
+        self.counters
+            .add(Event::Eviction, bucket.slots.len() as u64);
     }
 }
 
@@ -194,6 +216,18 @@ impl<U, K, V> Clone for Store<U, K, V> {
             shared: self.shared.clone(),
         }
     }
+}
+
+/// The longest time anything is kept; longer TTLs are clamped (and `Instant` never overflows).
+pub(crate) const LONGEST_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Whether a write is conditional on the user's generation.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// A fetch's result: only under the generation the fetch began with.
+    Fetched(u64),
+    /// An explicit `set`: always, and it outdates fetches already in flight.
+    Set,
 }
 
 impl<U, K, V> Store<U, K, V>
@@ -253,79 +287,150 @@ where
     /// Marks the start of a fetch for `user`; pass the token to [`Store::insert`].
     pub(crate) fn begin(&self, user: &U) -> WriteToken {
         let current = self.shared.current.load();
-        if let Some(bucket) = current.map.get(user) {
-            return WriteToken(bucket.generation);
-        }
-        let result = current
-            .map
-            .entry(user, None, |_, bucket| EntryAction::Retain(bucket.generation));
+        let result = current.map.entry(user, None, |_, bucket| {
+            bucket.in_flight.fetch_add(1, Ordering::AcqRel);
+            EntryAction::Retain((bucket.generation, bucket.in_flight.clone()))
+        });
         match result {
-            EntryResult::Retained(generation) => WriteToken(generation),
+            EntryResult::Retained((generation, in_flight)) => WriteToken {
+                generation,
+                in_flight: Some(in_flight),
+            },
             EntryResult::Vacant(guard) => {
+                let epoch = self.reaper_epoch();
                 let generation = self.next_generation();
-                let idle_until = Instant::now() + self.shared.config.idle_for;
+                let idle_until = far(Instant::now(), self.shared.config.idle_for);
                 let mut bucket = Bucket::empty(generation, idle_until);
-                bucket.reap_at = Some(idle_until);
+                bucket.in_flight.store(1, Ordering::Release);
+                let in_flight = bucket.in_flight.clone();
+                let visit = plan(&mut bucket, epoch);
                 if guard.insert(Arc::new(bucket)).is_ok() {
-                    self.schedule(user.clone(), generation, idle_until);
+                    if let Some(at) = visit {
+                        self.shared.reaper.schedule(user.clone(), generation, at);
+                    }
                 }
-                WriteToken(generation)
+                WriteToken {
+                    generation,
+                    in_flight: Some(in_flight),
+                }
             }
             // Only `Retain` is ever returned above, and no timeout was given.
-            _ => WriteToken(0),
+            _ => WriteToken {
+                generation: 0,
+                in_flight: None,
+            },
         }
     }
 
-    /// Stores `value` unless `user` was invalidated since `token` was taken. Returns whether it
-    /// was stored.
-    pub(crate) fn insert(&self, token: WriteToken, user: &U, key: K, value: V, ttl: Duration) -> bool {
-        let slot = self.slot(key, value, ttl);
-        let current = self.shared.current.load();
-        let max = self.shared.config.max_entries_per_user;
-        let result = current.map.entry(user, None, |_, bucket| {
-            if bucket.generation != token.0 {
-                return EntryAction::Retain(None);
-            }
-            let (next, delta) = bucket.with_slot(slot, max);
-            EntryAction::Retain(Some(self.replace(bucket, next, delta)))
-        });
-        match result {
-            EntryResult::Retained(Some(change)) => {
-                self.after_change(&current, user, change);
-                true
-            }
-            _ => {
-                self.shared.counters.incr(Event::StoreRejected);
-                false
-            }
+    /// Stores a fetch's `value` unless `user` was invalidated since `token` was taken.
+    pub(crate) fn insert(
+        &self,
+        token: &WriteToken,
+        user: &U,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), Refused> {
+        let result = self.write(
+            user,
+            self.slot(key, value, ttl),
+            Mode::Fetched(token.generation),
+        );
+        if result.is_err() {
+            self.shared.counters.incr(Event::StoreRejected);
         }
+        result
     }
 
-    /// Stores `value` unconditionally (the programmatic `set`).
-    pub(crate) fn set(&self, user: &U, key: K, value: V, ttl: Duration) {
-        let mut slot = Some(self.slot(key, value, ttl));
+    /// Stores `value` whatever is in flight (the programmatic `set`); fetches that began
+    /// before will not overwrite it.
+    pub(crate) fn set(&self, user: &U, key: K, value: V, ttl: Duration) -> Result<(), Refused> {
+        self.write(user, self.slot(key, value, ttl), Mode::Set)
+    }
+
+    fn write(&self, user: &U, slot: Slot<K, V>, mode: Mode) -> Result<(), Refused> {
         let current = self.shared.current.load();
-        let max = self.shared.config.max_entries_per_user;
+        let epoch = self.reaper_epoch();
+        let max_slots = self.shared.config.max_entries_per_user;
+        let admitted = admission_limit(current.map.shard_capacity());
+        let mut slot = Some(slot);
+        // A bucket that grows goes back in through quick_cache's insert path, which evicts to
+        // stay within capacity; growing it in place would not.
+        let mut grown = None;
         let result = current.map.entry(user, None, |_, bucket| {
-            let slot = slot.take().expect("the entry callback runs once");
-            let (next, delta) = bucket.with_slot(slot, max);
-            EntryAction::Retain(self.replace(bucket, next, delta))
-        });
-        match result {
-            EntryResult::Retained(change) => self.after_change(&current, user, change),
-            EntryResult::Vacant(guard) => {
-                let slot = slot.take().expect("the entry callback did not run");
-                let generation = self.next_generation();
-                let empty = Bucket::empty(generation, slot.stored_at);
-                let (mut bucket, delta) = empty.with_slot(slot, max);
-                let wake = bucket.next_departure();
-                bucket.reap_at = Some(wake);
-                if guard.insert(Arc::new(bucket)).is_ok() {
-                    self.after_change(&current, user, Change { delta, generation, wake: Some(wake) });
+            if let Mode::Fetched(generation) = mode {
+                if bucket.generation != generation {
+                    return EntryAction::Retain(Err(Refused::Outdated));
                 }
             }
-            _ => {}
+            let (mut next, delta) = bucket.with_slot(slot.take().expect("runs once"), max_slots);
+            if next.weight > admitted {
+                return EntryAction::Retain(Err(Refused::TooHeavy));
+            }
+            if let Mode::Set = mode {
+                next.generation = self.next_generation();
+                next.in_flight = Arc::default();
+                // Visits name a generation: those planned for the old one will not count.
+                next.plan = None;
+            }
+            let change = Change {
+                delta,
+                generation: next.generation,
+                visit: plan(&mut next, epoch),
+            };
+            if next.weight > bucket.weight {
+                grown = Some((next, change));
+                EntryAction::ReplaceWithGuard
+            } else {
+                *bucket = Arc::new(next);
+                EntryAction::Retain(Ok(change))
+            }
+        });
+        let change = match result {
+            EntryResult::Retained(outcome) => outcome?,
+            EntryResult::Replaced(guard, old) => {
+                let (next, change) = grown.take().expect("set before ReplaceWithGuard");
+                if guard.insert(Arc::new(next)).is_err() {
+                    // Invalidated while the bucket was out: its entries are gone, ours too.
+                    current.entries.sub(old.slots.len());
+                    return Err(Refused::Outdated);
+                }
+                change
+            }
+            EntryResult::Vacant(guard) => {
+                // A bucket with a fetch in flight is never evicted or reclaimed, so a fetch
+                // that finds none was invalidated.
+                let Mode::Set = mode else {
+                    return Err(Refused::Outdated);
+                };
+                let slot = slot.take().expect("the entry callback did not run");
+                let generation = self.next_generation();
+                let (mut bucket, delta) =
+                    Bucket::empty(generation, slot.stored_at).with_slot(slot, max_slots);
+                if bucket.weight > admitted {
+                    return Err(Refused::TooHeavy);
+                }
+                let visit = plan(&mut bucket, epoch);
+                if guard.insert(Arc::new(bucket)).is_err() {
+                    return Err(Refused::Outdated);
+                }
+                Change {
+                    delta,
+                    generation,
+                    visit,
+                }
+            }
+            _ => return Err(Refused::Outdated),
+        };
+        current.entries.add(change.delta.added);
+        current.entries.sub(change.delta.removed);
+        self.shared.counters.incr(Event::Stored);
+        if let Some(at) = change.visit {
+            self.shared
+                .reaper
+                .schedule(user.clone(), change.generation, at);
         }
+        Ok(())
     }
 
     /// Drops every entry of `user`. Returns how many there were.
@@ -339,7 +444,9 @@ where
         };
         let removed = bucket.slots.len();
         current.entries.sub(removed);
-        self.shared.counters.add(Event::Invalidation, removed as u64);
+        self.shared
+            .counters
+            .add(Event::Invalidation, removed as u64);
         removed
     }
 
@@ -348,7 +455,9 @@ where
         let shared = &self.shared;
         let fresh = Generation::new(shared.units, shared.config.max_entries, &shared.counters);
         let old = shared.current.swap(Arc::new(fresh));
-        shared.counters.add(Event::Invalidation, old.entries.get() as u64);
+        shared
+            .counters
+            .add(Event::Invalidation, old.entries.get() as u64);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(move || drop(old))),
             Err(_) => drop(old),
@@ -377,13 +486,6 @@ where
         census
     }
 
-    /// Whether `value` is light enough to be admitted at all (quick_cache rejects an item
-    /// heavier than one shard's capacity).
-    pub(crate) fn fits(&self, value: &V) -> bool {
-        let weight = self.shared.units.weight((self.shared.config.weigher)(value));
-        weight <= self.shared.current.load().map.shard_capacity()
-    }
-
     /// The weight the map holds and its capacity (bytes or entries).
     pub(crate) fn weight(&self) -> (u64, u64) {
         let current = self.shared.current.load();
@@ -405,59 +507,61 @@ where
         self.shared.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
+    fn reaper_epoch(&self) -> Option<u64> {
+        let owner: Arc<dyn Reap<U>> = self.shared.clone();
+        self.shared.reaper.running(&owner)
+    }
+
     fn slot(&self, key: K, value: V, ttl: Duration) -> Slot<K, V> {
         let now = Instant::now();
-        let fresh_until = now + ttl;
-        let weight = self.shared.units.weight((self.shared.config.weigher)(&value));
+        let fresh_until = far(now, ttl);
+        let weight = self
+            .shared
+            .units
+            .weight((self.shared.config.weigher)(&value));
         Slot {
             key,
             value,
             stored_at: now,
             fresh_until,
-            keep_until: fresh_until + self.shared.config.stale_for,
+            keep_until: far(fresh_until, self.shared.config.stale_for),
             weight,
         }
     }
+}
 
-    /// Installs `next` in place of `bucket` (under the shard lock) and says whether the reaper
-    /// must come earlier than planned.
-    fn replace(&self, bucket: &mut Arc<Bucket<K, V>>, mut next: Bucket<K, V>, delta: Delta) -> Change {
-        let departure = next.next_departure();
-        let wake = match next.reap_at {
-            Some(planned) if planned <= departure => None,
-            _ => {
-                next.reap_at = Some(departure);
-                Some(departure)
-            }
-        };
-        let generation = next.generation;
-        *bucket = Arc::new(next);
-        Change {
-            delta,
-            generation,
-            wake,
+/// `from + by`, with `by` clamped to [`LONGEST_TTL`].
+fn far(from: Instant, by: Duration) -> Instant {
+    from + by.min(LONGEST_TTL)
+}
+
+/// quick_cache turns away an item heavier than 97% of a shard; stay clear of that edge.
+fn admission_limit(shard_capacity: u64) -> u64 {
+    (shard_capacity / 100 * 96).max(1)
+}
+
+/// Plans the reaper's visit for `bucket`'s next departure, unless a visit by the running reaper
+/// already comes early enough. Returns the visit to queue. Without a running reaper nothing is
+/// planned, so the first write inside a runtime plans it.
+fn plan<K: Clone + Eq, V: Clone>(bucket: &mut Bucket<K, V>, epoch: Option<u64>) -> Option<Instant> {
+    let Some(epoch) = epoch else {
+        bucket.plan = None;
+        return None;
+    };
+    let due = bucket.next_departure();
+    match bucket.plan {
+        Some(planned) if planned.epoch == epoch && planned.at <= due => None,
+        _ => {
+            bucket.plan = Some(Plan { at: due, epoch });
+            Some(due)
         }
-    }
-
-    fn after_change(&self, current: &Generation<U, K, V>, user: &U, change: Change) {
-        current.entries.add(change.delta.added);
-        current.entries.sub(change.delta.removed);
-        self.shared.counters.incr(Event::Stored);
-        if let Some(at) = change.wake {
-            self.schedule(user.clone(), change.generation, at);
-        }
-    }
-
-    fn schedule(&self, user: U, generation: u64, at: Instant) {
-        let owner: Arc<dyn Reap<U>> = self.shared.clone();
-        self.shared.reaper.schedule(&owner, user, generation, at);
     }
 }
 
 struct Change {
     delta: Delta,
     generation: u64,
-    wake: Option<Instant>,
+    visit: Option<Instant>,
 }
 
 fn found<K, V: Clone>(slot: &Slot<K, V>, now: Instant) -> Found<V> {
@@ -476,7 +580,7 @@ where
 {
     fn new(units: Units, max_entries: Option<u64>, counters: &Arc<Counters>) -> Self {
         let entries = Arc::new(Gauge::default());
-        let lifecycle = EvictionCounter {
+        let lifecycle = Lifecycles {
             counters: counters.clone(),
             entries: entries.clone(),
         };
@@ -492,10 +596,9 @@ where
 }
 
 enum Visit {
-    Stale,
+    Obsolete,
     Removed(usize),
-    Pruned(Delta, Instant),
-    Later(Instant),
+    Replanned(Delta, Instant),
 }
 
 impl<U, K, V> Reap<U> for Shared<U, K, V>
@@ -504,48 +607,47 @@ where
     K: Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn reap(&self, user: &U, generation: u64, now: Instant) -> Option<Instant> {
+    fn reap(&self, user: &U, generation: u64, planned: Instant, now: Instant) -> Option<Instant> {
         let current = self.current.load();
+        let epoch = self.reaper.epoch();
         let result = current.map.entry(user, None, |_, bucket| {
-            if bucket.generation != generation {
-                return EntryAction::Retain(Visit::Stale);
+            let expected = bucket.plan.map(|p| p.at) == Some(planned);
+            if bucket.generation != generation || !expected {
+                return EntryAction::Retain(Visit::Obsolete);
             }
             if bucket.is_departed(now) {
                 return EntryAction::Remove;
             }
-            match bucket.without_departed(now) {
-                Some((mut next, delta)) => {
-                    let wake = next.next_departure();
-                    next.reap_at = Some(wake);
-                    *bucket = Arc::new(next);
-                    EntryAction::Retain(Visit::Pruned(delta, wake))
-                }
-                None => {
-                    // Entries were refreshed since the visit was planned; come back later.
-                    let wake = bucket.next_departure();
-                    *bucket = Arc::new(bucket.rescheduled(wake));
-                    EntryAction::Retain(Visit::Later(wake))
-                }
+            let (mut next, delta) = match bucket.without_departed(now) {
+                Some(pruned) => pruned,
+                None => (bucket.replanned(None), Delta::default()),
+            };
+            let mut due = next.next_departure();
+            if due <= now {
+                // Empty and idle, but a fetch is in flight: look again later.
+                due = far(now, self.config.idle_for.max(Duration::from_secs(1)));
             }
+            next.plan = epoch.map(|epoch| Plan { at: due, epoch });
+            *bucket = Arc::new(next);
+            EntryAction::Retain(Visit::Replanned(delta, due))
         });
         let visit = match result {
             EntryResult::Retained(visit) => visit,
             EntryResult::Removed(_, bucket) => Visit::Removed(bucket.slots.len()),
-            _ => Visit::Stale,
+            _ => Visit::Obsolete,
         };
         match visit {
-            Visit::Stale => None,
+            Visit::Obsolete => None,
             Visit::Removed(n) => {
                 current.entries.sub(n);
                 self.counters.add(Event::Expiration, n as u64);
                 None
             }
-            Visit::Pruned(delta, wake) => {
+            Visit::Replanned(delta, due) => {
                 current.entries.sub(delta.removed);
                 self.counters.add(Event::Expiration, delta.removed as u64);
-                Some(wake)
+                Some(due)
             }
-            Visit::Later(wake) => Some(wake),
         }
     }
 }

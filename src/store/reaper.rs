@@ -1,21 +1,27 @@
 //! Reclaims departed entries in the background, one user at a time.
 //!
-//! Each bucket asks for a visit at its next departure; a tokio timer wheel
-//! ([`DelayQueue`]) holds the visits, so the work done is proportional to what departs, there is
-//! no scan over every entry, and the only lock taken is one shard's, for one bucket. Time is
-//! tokio's, so tests drive it with `tokio::time::pause`/`advance`.
+//! Each bucket plans a visit at its next departure; a tokio timer wheel ([`DelayQueue`]) holds
+//! the visits, so the work done is proportional to what departs, there is no scan over every
+//! entry, and the only lock taken is one shard's, for one bucket. A visit that no longer
+//! matches its bucket's plan (the bucket was rewritten, replanned or replaced) is dropped, so
+//! visits never pile up. Time is tokio's: tests drive it with `pause`/`advance`.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 
+/// The timer wheel holds at most about two years; a farther visit is made early and replanned.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The store side of the reaper.
 pub(crate) trait Reap<U>: Send + Sync + 'static {
-    /// Visits the bucket of `user` if it still has `generation`; returns when to come back.
-    fn reap(&self, user: &U, generation: u64, now: Instant) -> Option<Instant>;
+    /// Visits the bucket of `user` if it still has `generation` and still plans a visit at
+    /// `planned`; returns when to come back.
+    fn reap(&self, user: &U, generation: u64, planned: Instant, now: Instant) -> Option<Instant>;
 }
 
 struct Visit<U> {
@@ -24,72 +30,93 @@ struct Visit<U> {
     at: Instant,
 }
 
-/// A handle to the reaper task, started on first use inside a tokio runtime.
+struct Running<U> {
+    visits: mpsc::UnboundedSender<Visit<U>>,
+    epoch: u64,
+}
+
+/// A handle to the reaper task, started on first use inside a tokio runtime (and again if that
+/// runtime shuts down), with a new epoch each time.
 ///
 /// A store used outside any runtime has no reaper; its entries still never outlive their TTL on
-/// reads and are evicted under capacity pressure.
+/// reads and are evicted under capacity pressure, and the first write inside a runtime plans
+/// their visits.
 pub(crate) struct Reaper<U> {
-    sender: ArcSwapOption<mpsc::UnboundedSender<Visit<U>>>,
-    starting: parking_lot::Mutex<()>,
+    running: ArcSwapOption<Running<U>>,
+    starting: parking_lot::Mutex<u64>,
 }
 
 impl<U> Default for Reaper<U> {
     fn default() -> Self {
         Self {
-            sender: ArcSwapOption::empty(),
-            starting: parking_lot::Mutex::new(()),
+            running: ArcSwapOption::empty(),
+            starting: parking_lot::Mutex::new(0),
         }
     }
 }
 
 impl<U: Send + Sync + 'static> Reaper<U> {
-    /// Asks for a visit to `user`'s bucket `generation` at `at`.
-    pub(crate) fn schedule(&self, owner: &Arc<dyn Reap<U>>, user: U, generation: u64, at: Instant) {
-        let visit = Visit {
-            user,
-            generation,
-            at,
-        };
-        let visit = match self.sender.load().as_deref() {
-            Some(sender) => match sender.send(visit) {
-                Ok(()) => return,
-                // The runtime that ran the reaper has shut down; start another below.
-                Err(mpsc::error::SendError(visit)) => visit,
-            },
-            None => visit,
-        };
-        let _starting = self.starting.lock();
-        if let Some(sender) = self.sender.load().as_deref() {
-            if !sender.is_closed() {
-                let _ = sender.send(visit);
-                return;
+    /// The epoch of the running reaper, starting one in the current runtime if none runs;
+    /// `None` outside a runtime.
+    pub(crate) fn running(&self, owner: &Arc<dyn Reap<U>>) -> Option<u64> {
+        if let Some(running) = self.running.load().as_deref() {
+            if !running.visits.is_closed() {
+                return Some(running.epoch);
             }
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = sender.send(visit);
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut epochs = self.starting.lock();
+        if let Some(running) = self.running.load().as_deref() {
+            if !running.visits.is_closed() {
+                return Some(running.epoch);
+            }
+        }
+        *epochs += 1;
+        let (visits, receiver) = mpsc::unbounded_channel();
         runtime.spawn(run(Arc::downgrade(owner), receiver));
-        self.sender.store(Some(Arc::new(sender)));
+        self.running.store(Some(Arc::new(Running {
+            visits,
+            epoch: *epochs,
+        })));
+        Some(*epochs)
+    }
+
+    /// The epoch of the running reaper, without starting one.
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        self.running.load().as_deref().map(|running| running.epoch)
+    }
+
+    /// Queues a visit to `user`'s bucket `generation` at `at`. Lost if the reaper has died since
+    /// [`running`](Self::running); the bucket's plan then names a dead epoch and the next write
+    /// plans again.
+    pub(crate) fn schedule(&self, user: U, generation: u64, at: Instant) {
+        if let Some(running) = self.running.load().as_deref() {
+            let _ = running.visits.send(Visit {
+                user,
+                generation,
+                at,
+            });
+        }
     }
 }
 
 async fn run<U: 'static>(owner: Weak<dyn Reap<U>>, mut visits: mpsc::UnboundedReceiver<Visit<U>>) {
-    let mut queue: DelayQueue<(U, u64)> = DelayQueue::new();
+    let mut queue: DelayQueue<Visit<U>> = DelayQueue::new();
+    let enqueue = |queue: &mut DelayQueue<Visit<U>>, visit: Visit<U>| {
+        let when = visit.at.min(Instant::now() + LONGEST_WAIT);
+        queue.insert_at(visit, when);
+    };
     loop {
         tokio::select! {
             visit = visits.recv() => match visit {
-                Some(v) => {
-                    queue.insert_at((v.user, v.generation), v.at);
-                }
+                Some(visit) => enqueue(&mut queue, visit),
                 None => return,
             },
             Some(due) = std::future::poll_fn(|cx| queue.poll_expired(cx)) => {
                 let Some(owner) = owner.upgrade() else { return };
-                let (user, generation) = due.into_inner();
-                if let Some(next) = owner.reap(&user, generation, Instant::now()) {
-                    queue.insert_at((user, generation), next);
+                let visit = due.into_inner();
+                if let Some(next) = owner.reap(&visit.user, visit.generation, visit.at, Instant::now()) {
+                    enqueue(&mut queue, Visit { at: next, ..visit });
                 }
             }
         }
