@@ -3,7 +3,9 @@
 //! Three fronts over one store:
 //! - [`IntegrationCache`]: the programmatic API (`get`, `set`, `get_or_fetch`, ...);
 //! - [`IntegrationCacheLayer`]: the tower middleware, for axum and hyper apps and proxies;
-//! - [`RetryLayer`]: retries with backoff and a budget for any tower HTTP service.
+//! - [`RetryLayer`]: retries with backoff and a budget for any tower HTTP service;
+//! - `proxy` (feature `proxy`, on by default): the reverse proxy behind
+//!   `examples/reverse_proxy.rs`.
 //!
 //! Time is read from `tokio::time`, so tests can pause and advance it.
 
@@ -11,6 +13,8 @@ mod cache;
 mod coalesce;
 mod error;
 pub mod http;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub mod retry;
 mod store;
 

@@ -62,6 +62,8 @@ mod body;
 mod forward;
 mod future;
 mod handle;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod key;
 mod layer;
 mod policy;
@@ -72,9 +74,12 @@ mod state;
 mod stored;
 mod user;
 
+pub(crate) use self::respond::error_response;
 pub use self::body::CacheBody;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, LayerStats};
+#[cfg(feature = "jwt")]
+pub use self::jwt::JwtUser;
 pub use self::layer::{
     IntegrationCacheLayer, IntegrationCacheLayerBuilder, DEFAULT_MAX_BODY, DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRIES_PER_USER,

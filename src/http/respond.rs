@@ -129,3 +129,8 @@ pub(crate) fn json_error(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     StoredResponse::synthetic(status, headers, body)
 }
+
+/// A JSON error response made by this crate itself (not by the upstream).
+pub(crate) fn error_response<B>(status: StatusCode, code: &str, message: &str) -> http::Response<super::CacheBody<B>> {
+    json_error(status, code, message, None).render(false, 0, Served::Bypass)
+}
