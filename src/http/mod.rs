@@ -62,6 +62,7 @@ mod body;
 mod forward;
 mod future;
 mod handle;
+mod hop_by_hop;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod key;
@@ -74,6 +75,7 @@ mod state;
 mod stored;
 mod user;
 
+pub(crate) use self::hop_by_hop::strip_hop_by_hop;
 pub(crate) use self::respond::error_response;
 pub use self::body::CacheBody;
 pub use self::future::ResponseFuture;

@@ -5,23 +5,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Response, StatusCode, Version};
 
 use super::body::CacheBody;
+use super::hop_by_hop::strip_hop_by_hop;
 use super::policy::{age_header, vary_names};
 use super::respond::{stamp, Served, CACHE_STATUS, X_CACHE};
 
-/// Headers that describe one connection or one sender, never to be replayed from a cache.
-const NOT_STORED: [HeaderName; 11] = [
-    header::SET_COOKIE,
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::AGE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
+/// Headers that are per-recipient or recomputed, never replayed from the store (besides the
+/// hop-by-hop ones).
+const NOT_STORED: [HeaderName; 3] = [header::SET_COOKIE, header::PROXY_AUTHENTICATE, header::AGE];
 
 /// A stored response: status, headers without anything per-connection or per-recipient, the
 /// whole body, and the request header values its `Vary` names.
@@ -162,20 +152,6 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .collect();
     (!values.is_empty()).then(|| values.join(", "))
-}
-
-/// Removes the headers a `Connection` header names (they are per-connection too).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -18,22 +18,11 @@ use tower_service::Service;
 
 use super::body::RequestBody;
 use crate::error::{BoxError, ConfigError};
+use crate::http::strip_hop_by_hop;
 
 /// The client's address, put in the request's extensions by the server for `X-Forwarded-For`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub(crate) SocketAddr);
-
-/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -124,20 +113,6 @@ impl Upstream {
     }
 }
 
-/// Removes hop-by-hop headers, including those a `Connection` header names.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-}
-
 /// The upstream could not be asked, or did not answer in time.
 #[derive(Debug)]
 pub struct UpstreamError {
@@ -211,7 +186,7 @@ mod tests {
             .header("x-secret-hop", "1")
             .header("x-forwarded-for", "10.0.0.1")
             .header("x-user-id", "ann")
-            .body(RequestBody::Empty)
+            .body(RequestBody::default())
             .unwrap();
         request
             .extensions_mut()
