@@ -66,8 +66,13 @@ pub struct IntegrationCache<V, U = u64> {
     store: Store<U, (), V>,
     flights: Arc<Flights<(U, u64), Outcome<V>>>,
     ttl: Duration,
-    item_count: Arc<dyn Fn(&V) -> usize + Send + Sync>,
+    item_count: ItemCount<V>,
 }
+
+/// How many bytes a value takes.
+type Weigher<V> = Arc<dyn Fn(&V) -> u64 + Send + Sync>;
+/// How many items a value holds, for logs.
+type ItemCount<V> = Arc<dyn Fn(&V) -> usize + Send + Sync>;
 
 impl<V, U> Clone for IntegrationCache<V, U> {
     fn clone(&self) -> Self {
@@ -404,8 +409,8 @@ pub struct IntegrationCacheBuilder<V, U = u64> {
     stale_for: Duration,
     max_entries: Option<u64>,
     max_bytes: Option<u64>,
-    weigher: Option<Arc<dyn Fn(&V) -> u64 + Send + Sync>>,
-    item_count: Option<Arc<dyn Fn(&V) -> usize + Send + Sync>>,
+    weigher: Option<Weigher<V>>,
+    item_count: Option<ItemCount<V>>,
     _user: std::marker::PhantomData<fn(U)>,
 }
 

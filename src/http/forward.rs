@@ -66,7 +66,7 @@ pub(crate) struct Lead {
 
 impl Lead {
     /// The upstream answered, or failed after its retries.
-    pub(crate) fn finish<B, E>(self, result: Result<Response<B>, E>) -> Response<CacheBody<B>>
+    pub(crate) fn finish<B, E>(self: Box<Self>, result: Result<Response<B>, E>) -> Response<CacheBody<B>>
     where
         B: Body<Data = bytes::Bytes>,
         E: std::error::Error + 'static,
@@ -91,7 +91,7 @@ impl Lead {
     }
 
     /// No answer within the layer's deadline.
-    pub(crate) fn deadline_passed<B>(self) -> Response<CacheBody<B>> {
+    pub(crate) fn deadline_passed<B>(self: Box<Self>) -> Response<CacheBody<B>> {
         self.state
             .store
             .counters()
@@ -110,7 +110,7 @@ impl Lead {
     }
 
     /// The upstream failed without a response: stale if allowed, else `failure`.
-    fn answer_failure<B>(self, failure: StoredResponse) -> Response<CacheBody<B>> {
+    fn answer_failure<B>(self: Box<Self>, failure: StoredResponse) -> Response<CacheBody<B>> {
         let lead = if self.state.stale_if_error {
             match self.serve_stale(None) {
                 Ok(stale) => return stale,
@@ -131,9 +131,9 @@ impl Lead {
 
     /// Answers with the expired entry, if one is still kept; gives the lead back otherwise.
     fn serve_stale<B>(
-        self,
+        self: Box<Self>,
         upstream_status: Option<StatusCode>,
-    ) -> Result<Response<CacheBody<B>>, Self> {
+    ) -> Result<Response<CacheBody<B>>, Box<Self>> {
         let Some(found) = self.state.store.get_stale(self.user.as_str(), &*self.key) else {
             return Err(self);
         };
@@ -146,7 +146,7 @@ impl Lead {
 
     /// Streams the upstream's response to the client, recording it for the store and the
     /// waiters when it may be kept.
-    fn pass<B>(self, response: Response<B>) -> Response<CacheBody<B>>
+    fn pass<B>(self: Box<Self>, response: Response<B>) -> Response<CacheBody<B>>
     where
         B: Body<Data = bytes::Bytes>,
     {
@@ -175,14 +175,10 @@ impl Lead {
             return Response::from_parts(head, CacheBody::upstream(body));
         }
         let recorded_head = copy_head(&head);
-        stamp(
-            &mut head.headers,
-            Served::Forwarded {
-                why: self.why,
-                stored: ttl.is_some(),
-            },
-            None,
-        );
+        // Only a body of known, admissible length is sure to be stored; a streamed one may yet
+        // outgrow the cap after these headers have left.
+        let stored = ttl.is_some() && declared_len.is_some();
+        stamp(&mut head.headers, Served::Forwarded { why: self.why, stored }, None);
         let pending = Pending {
             state: self.state.clone(),
             token: self.token,

@@ -84,9 +84,8 @@ impl Rules {
         {
             return None;
         }
-        if vary_names(headers).is_none() {
-            return None;
-        }
+        // `Vary: *` can never be matched.
+        vary_names(headers)?;
         let ttl = if self.respect_cache_control {
             self.ttl.min(upstream_freshness(headers)?)
         } else {

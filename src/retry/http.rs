@@ -218,10 +218,7 @@ where
         self.attempts += 1;
         let report = req.extensions().get::<RetryReport>();
         let retry_after = match result {
-            Ok(response) => match retryable_status(response) {
-                Some(retry_after) => retry_after,
-                None => return None,
-            },
+            Ok(response) => retryable_status(response)?,
             Err(error) if error.is_transient() => None,
             Err(_) => return None,
         };
