@@ -41,7 +41,7 @@ use crate::error::{BoxError, CacheError, CacheErrorKind, ConfigError};
 use crate::retry::fetch::fetch_with_retry;
 use crate::retry::RetryConfig;
 use crate::store::counters::{Counters, Event};
-use crate::store::{Store, StoreConfig, DEFAULT_MAX_ENTRIES};
+use crate::store::{check_bound, check_duration, Store, StoreConfig, DEFAULT_MAX_ENTRIES};
 
 /// The seed's `CACHE_TTL`: entries are fresh for 5 minutes unless told otherwise.
 pub const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -51,9 +51,6 @@ pub const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 /// lived until the next cleanup). Reclaiming memory needs no periodic scan here: see the `store`
 /// module.
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// The longest TTL or stale window accepted (100 years).
-const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 type Outcome<V> = Result<V, CacheError>;
 
@@ -186,10 +183,10 @@ where
     /// `CacheSetFailed` when `ttl` is zero or over 100 years, or the value weighs more than the
     /// cache can hold.
     pub fn set_with_ttl(&self, user: U, value: V, ttl: Duration) -> Result<(), CacheError> {
-        if ttl.is_zero() || ttl > MAX_TTL {
+        if let Err(range) = check_duration("ttl", ttl, None) {
             return Err(CacheError::new(
                 CacheErrorKind::CacheSetFailed,
-                format!("ttl {ttl:?} for user {user} is out of range; use a TTL between 1 ns and 100 years"),
+                format!("cannot store the value for user {user}: {range}"),
             ));
         }
         self.store.set(&user, (), value, ttl).map_err(|_| {
@@ -492,30 +489,10 @@ where
     /// - `ttl` is zero or over 100 years; `stale_for` is over 100 years;
     /// - `max_entries` or `max_bytes` is zero.
     pub fn build(self) -> Result<IntegrationCache<V, U>, ConfigError> {
-        if self.ttl.is_zero() || self.ttl > MAX_TTL {
-            return Err(ConfigError::new(
-                "ttl",
-                "use a TTL between 1 ns and 100 years (default 5 minutes)",
-            ));
-        }
-        if self.stale_for > MAX_TTL {
-            return Err(ConfigError::new(
-                "stale_for",
-                "use at most 100 years (zero disables the stale window)",
-            ));
-        }
-        if self.max_entries == Some(0) {
-            return Err(ConfigError::new(
-                "max_entries",
-                "must be at least 1; leave it unset for the default of 100 000",
-            ));
-        }
-        if self.max_bytes == Some(0) {
-            return Err(ConfigError::new(
-                "max_bytes",
-                "must be at least 1; leave it unset to bound by entries only",
-            ));
-        }
+        check_duration("ttl", self.ttl, None)?;
+        check_duration("stale_for", self.stale_for, Some("zero reclaims at expiry"))?;
+        check_bound("max_entries", self.max_entries)?;
+        check_bound("max_bytes", self.max_bytes)?;
         let weigher = self
             .weigher
             .unwrap_or_else(|| Arc::new(|_: &V| std::mem::size_of::<V>() as u64));

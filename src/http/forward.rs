@@ -66,7 +66,10 @@ pub(crate) struct Lead {
 
 impl Lead {
     /// The upstream answered, or failed after its retries.
-    pub(crate) fn finish<B, E>(self: Box<Self>, result: Result<Response<B>, E>) -> Response<CacheBody<B>>
+    pub(crate) fn finish<B, E>(
+        self: Box<Self>,
+        result: Result<Response<B>, E>,
+    ) -> Response<CacheBody<B>>
     where
         B: Body<Data = bytes::Bytes>,
         E: std::error::Error + 'static,
@@ -178,7 +181,14 @@ impl Lead {
         // Only a body of known, admissible length is sure to be stored; a streamed one may yet
         // outgrow the cap after these headers have left.
         let stored = ttl.is_some() && declared_len.is_some();
-        stamp(&mut head.headers, Served::Forwarded { why: self.why, stored }, None);
+        stamp(
+            &mut head.headers,
+            Served::Forwarded {
+                why: self.why,
+                stored,
+            },
+            None,
+        );
         let pending = Pending {
             state: self.state.clone(),
             token: self.token,

@@ -83,7 +83,8 @@ impl UserExtractor for JwtUser {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation).ok()?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation).ok()?;
         UserId::new(&data.claims.sub).map(UserRef::from)
     }
 }
@@ -110,7 +111,12 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(b"s3cret")).unwrap()
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -125,12 +131,15 @@ mod tests {
         let no_exp = token(serde_json::json!({"sub": "ann"}));
         assert_eq!(user(&format!("Bearer {no_exp}")), None, "exp is required");
         let empty_sub = token(serde_json::json!({"sub": "", "exp": now() + 600}));
-        assert_eq!(user(&format!("Bearer {empty_sub}")), None, "an empty sub is no user");
+        assert_eq!(
+            user(&format!("Bearer {empty_sub}")),
+            None,
+            "an empty sub is no user"
+        );
         // alg: none, no signature.
         let unsigned = format!(
             "{}.{}.",
-            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0",
-            "eyJzdWIiOiJhbm4iLCJleHAiOjQxMDI0NDQ4MDB9"
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0", "eyJzdWIiOiJhbm4iLCJleHAiOjQxMDI0NDQ4MDB9"
         );
         assert_eq!(user(&format!("Bearer {unsigned}")), None, "unsigned");
         assert_eq!(user(&format!("Basic {good}")), None, "not a bearer token");
@@ -141,7 +150,11 @@ mod tests {
             &EncodingKey::from_secret(b"other"),
         )
         .unwrap();
-        assert_eq!(user(&format!("Bearer {other_key}")), None, "wrong signature");
+        assert_eq!(
+            user(&format!("Bearer {other_key}")),
+            None,
+            "wrong signature"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::cache::CACHE_TTL;
 use crate::error::ConfigError;
 use crate::retry::{RetryBudget, RetryConfig, RetryLayer};
 use crate::store::counters::Counters;
-use crate::store::{Store, StoreConfig};
+use crate::store::{check_bound, check_duration, Store, StoreConfig};
 
 /// The largest body stored by default (1 MiB); larger ones stream through uncached.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -237,27 +237,14 @@ impl IntegrationCacheLayerBuilder {
     /// that is not a valid status code; a zero deadline.
     pub fn build(self) -> Result<IntegrationCacheLayer, ConfigError> {
         let extractor = self.extractor?;
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-        if self.ttl.is_zero() || self.ttl > CENTURY {
-            return Err(ConfigError::new(
-                "ttl",
-                "use a TTL between 1 ns and 100 years (default 5 minutes)",
-            ));
-        }
-        if self.stale_if_error > CENTURY {
-            return Err(ConfigError::new(
-                "stale_if_error",
-                "use at most 100 years (zero turns it off)",
-            ));
-        }
-        for (setting, value) in [
-            ("max_entries", self.max_entries),
-            ("max_bytes", self.max_bytes),
-        ] {
-            if value == Some(0) {
-                return Err(ConfigError::new(setting, "must be at least 1"));
-            }
-        }
+        check_duration("ttl", self.ttl, None)?;
+        check_duration(
+            "stale_if_error",
+            self.stale_if_error,
+            Some("zero turns it off"),
+        )?;
+        check_bound("max_entries", self.max_entries)?;
+        check_bound("max_bytes", self.max_bytes)?;
         if self.max_entries_per_user == 0 {
             return Err(ConfigError::new(
                 "max_entries_per_user",

@@ -75,11 +75,10 @@ mod state;
 mod stored;
 mod user;
 
-pub(crate) use self::hop_by_hop::strip_hop_by_hop;
-pub(crate) use self::respond::error_response;
 pub use self::body::CacheBody;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, LayerStats};
+pub(crate) use self::hop_by_hop::strip_hop_by_hop;
 #[cfg(feature = "jwt")]
 pub use self::jwt::JwtUser;
 pub use self::layer::{
@@ -87,6 +86,7 @@ pub use self::layer::{
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRIES_PER_USER,
 };
 pub use self::policy::{CachePolicy, DefaultPolicy};
+pub(crate) use self::respond::error_response;
 pub use self::service::IntegrationCacheService;
 pub use self::state::Anonymous;
 pub use self::user::{ExtensionUser, HeaderUser, UserExtractor, UserId, UserRef};

@@ -131,6 +131,10 @@ pub(crate) fn json_error(
 }
 
 /// A JSON error response made by this crate itself (not by the upstream).
-pub(crate) fn error_response<B>(status: StatusCode, code: &str, message: &str) -> http::Response<super::CacheBody<B>> {
+pub(crate) fn error_response<B>(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> http::Response<super::CacheBody<B>> {
     json_error(status, code, message, None).render(false, 0, Served::Bypass)
 }

@@ -100,16 +100,56 @@ impl Admin {
         let stats = self.0.cache.stats();
         metrics::with_local_recorder(&self.0.recorder, || {
             let counters = [
-                ("integration_cache_hits_total", "Responses served from the cache.", stats.hits),
-                ("integration_cache_misses_total", "Cacheable requests sent upstream.", stats.misses),
-                ("integration_cache_bypasses_total", "Requests the cache stayed out of.", stats.bypasses),
-                ("integration_cache_stale_total", "Expired responses served because the upstream failed.", stats.stale),
-                ("integration_cache_coalesced_total", "Misses that waited for another request's upstream call.", stats.coalesced),
-                ("integration_cache_retries_total", "Upstream retries.", stats.retries),
-                ("integration_cache_stored_total", "Responses stored.", stats.stored),
-                ("integration_cache_evictions_total", "Responses evicted to stay within bounds.", stats.evictions),
-                ("integration_cache_expirations_total", "Responses reclaimed after expiry.", stats.expirations),
-                ("integration_cache_invalidations_total", "Responses dropped by invalidation.", stats.invalidations),
+                (
+                    "integration_cache_hits_total",
+                    "Responses served from the cache.",
+                    stats.hits,
+                ),
+                (
+                    "integration_cache_misses_total",
+                    "Cacheable requests sent upstream.",
+                    stats.misses,
+                ),
+                (
+                    "integration_cache_bypasses_total",
+                    "Requests the cache stayed out of.",
+                    stats.bypasses,
+                ),
+                (
+                    "integration_cache_stale_total",
+                    "Expired responses served because the upstream failed.",
+                    stats.stale,
+                ),
+                (
+                    "integration_cache_coalesced_total",
+                    "Misses that waited for another request's upstream call.",
+                    stats.coalesced,
+                ),
+                (
+                    "integration_cache_retries_total",
+                    "Upstream retries.",
+                    stats.retries,
+                ),
+                (
+                    "integration_cache_stored_total",
+                    "Responses stored.",
+                    stats.stored,
+                ),
+                (
+                    "integration_cache_evictions_total",
+                    "Responses evicted to stay within bounds.",
+                    stats.evictions,
+                ),
+                (
+                    "integration_cache_expirations_total",
+                    "Responses reclaimed after expiry.",
+                    stats.expirations,
+                ),
+                (
+                    "integration_cache_invalidations_total",
+                    "Responses dropped by invalidation.",
+                    stats.invalidations,
+                ),
             ];
             for (name, help, value) in counters {
                 metrics::describe_counter!(name, help);
@@ -117,7 +157,10 @@ impl Admin {
             }
             metrics::describe_gauge!("integration_cache_entries", "Responses held in memory.");
             metrics::gauge!("integration_cache_entries").set(stats.entries as f64);
-            metrics::describe_gauge!("integration_cache_weight", "Weight held, in the unit of the bound (bytes).");
+            metrics::describe_gauge!(
+                "integration_cache_weight",
+                "Weight held, in the unit of the bound (bytes)."
+            );
             metrics::gauge!("integration_cache_weight").set(stats.weight as f64);
         });
         self.0.exposition.render()
@@ -144,7 +187,10 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> 
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({ "error": { "code": code, "status": status.as_u16(), "message": message } }))
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "status": status.as_u16(), "message": message } }),
+    )
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -170,7 +216,9 @@ pub(crate) async fn serve(admin: Admin, listener: TcpListener, mut stop: watch::
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -29,7 +29,12 @@ pub struct ProxyArgs {
     /// Take the user from the `sub` of a bearer JWT signed with this HMAC secret (HS256),
     /// instead of the header.
     #[cfg(feature = "jwt")]
-    #[arg(long, env = "IC_JWT_SECRET", conflicts_with = "jwt_public_key", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IC_JWT_SECRET",
+        conflicts_with = "jwt_public_key",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
 
     /// Take the user from the `sub` of a bearer JWT signed with the key in this PEM file
@@ -172,7 +177,9 @@ mod tests {
 
     #[test]
     fn bad_values_are_explained() {
-        let err = ProxyArgs::try_parse_from(["reverse_proxy", "--upstream", "http://x", "--ttl", "soon"]).unwrap_err();
+        let err =
+            ProxyArgs::try_parse_from(["reverse_proxy", "--upstream", "http://x", "--ttl", "soon"])
+                .unwrap_err();
         assert!(err.to_string().contains("100ms, 3s, 5m"), "{err}");
         let err = ProxyArgs::try_parse_from(["reverse_proxy"]).unwrap_err();
         assert!(err.to_string().contains("--upstream"), "{err}");

@@ -57,7 +57,10 @@ pub fn spawn_demo_upstream(listener: TcpListener) -> tokio::sync::oneshot::Sende
     stop
 }
 
-async fn answer(state: Arc<DemoState>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    state: Arc<DemoState>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let user = request
         .headers()
         .get("x-user-id")
@@ -67,9 +70,10 @@ async fn answer(state: Arc<DemoState>, request: Request<Incoming>) -> Result<Res
     let reply = |status: StatusCode, body: serde_json::Value| {
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
         Ok(response)
     };
     match (request.method(), request.uri().path()) {
@@ -81,13 +85,18 @@ async fn answer(state: Arc<DemoState>, request: Request<Incoming>) -> Result<Res
             state.down.store(false, Ordering::SeqCst);
             reply(StatusCode::OK, serde_json::json!({ "down": false }))
         }
-        (&Method::GET, "/__count") => reply(StatusCode::OK, state.calls.load(Ordering::SeqCst).into()),
+        (&Method::GET, "/__count") => {
+            reply(StatusCode::OK, state.calls.load(Ordering::SeqCst).into())
+        }
         (&Method::GET, "/api/integrations/status") => {
             state.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(DEMO_DELAY).await;
             let flaky = user == FLAKY_USER && state.flaky.fetch_add(1, Ordering::SeqCst) % 3 != 2;
             if state.down.load(Ordering::SeqCst) || flaky {
-                return reply(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "error": "try again" }));
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "error": "try again" }),
+                );
             }
             let (version, github) = *state.users.lock().entry(user.clone()).or_insert((1, true));
             reply(
@@ -107,9 +116,15 @@ async fn answer(state: Arc<DemoState>, request: Request<Incoming>) -> Result<Res
             let mut users = state.users.lock();
             let entry = users.entry(user.clone()).or_insert((1, true));
             *entry = (entry.0 + 1, !entry.1);
-            reply(StatusCode::OK, serde_json::json!({ "user_id": user, "version": entry.0, "github": entry.1 }))
+            reply(
+                StatusCode::OK,
+                serde_json::json!({ "user_id": user, "version": entry.0, "github": entry.1 }),
+            )
         }
-        _ => reply(StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found" })),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "not found" }),
+        ),
     }
 }
 
@@ -119,14 +134,18 @@ async fn answer(state: Arc<DemoState>, request: Request<Incoming>) -> Result<Res
 /// # Errors
 ///
 /// A listener could not be bound, or the configuration is invalid.
-pub async fn run_demo(mut args: ProxyArgs, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run_demo(
+    mut args: ProxyArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let upstream_listener = TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
     let stop_upstream = spawn_demo_upstream(upstream_listener);
     args.stale_if_error = args.stale_if_error.or(Some(Duration::from_secs(300)));
     let ttl = args.ttl.unwrap_or(Duration::from_secs(10));
     args.ttl = Some(ttl);
-    let proxy = Proxy::with_upstream(&args, &format!("http://{upstream_addr}")).map_err(std::io::Error::other)?;
+    let proxy = Proxy::with_upstream(&args, &format!("http://{upstream_addr}"))
+        .map_err(std::io::Error::other)?;
     let handle = proxy.handle();
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
@@ -136,7 +155,11 @@ pub async fn run_demo(mut args: ProxyArgs, shutdown: impl std::future::Future<Ou
         }
     };
     let proxy_addr = listener.local_addr()?;
-    let admin = TcpListener::bind(args.admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into())).await?;
+    let admin = TcpListener::bind(
+        args.admin_listen
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+    )
+    .await?;
     let admin_addr = admin.local_addr()?;
     let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(proxy.serve(listener, Some(admin), async {
@@ -172,10 +195,20 @@ async fn tour(proxy: SocketAddr, upstream: SocketAddr, admin: SocketAddr, ttl: D
     step(3, "GET  as bob (his own entry, never alice's)");
     send(&client, Method::GET, proxy, status, Some("bob")).await;
     step(4, "POST as alice: toggle github (drops her entries)");
-    send(&client, Method::POST, proxy, "/api/integrations/github/toggle", Some("alice")).await;
+    send(
+        &client,
+        Method::POST,
+        proxy,
+        "/api/integrations/github/toggle",
+        Some("alice"),
+    )
+    .await;
     step(5, "GET  as alice (fresh data after her write)");
     send(&client, Method::GET, proxy, status, Some("alice")).await;
-    step(6, &format!("GET  as {FLAKY_USER} (upstream fails twice, retried)"));
+    step(
+        6,
+        &format!("GET  as {FLAKY_USER} (upstream fails twice, retried)"),
+    );
     send(&client, Method::GET, proxy, status, Some(FLAKY_USER)).await;
     step(7, "GET  without a user");
     send(&client, Method::GET, proxy, status, None).await;
@@ -189,8 +222,16 @@ async fn tour(proxy: SocketAddr, upstream: SocketAddr, admin: SocketAddr, ttl: D
     send(&client, Method::POST, admin, "/invalidate/bob", None).await;
 }
 
-async fn send(client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, method: Method, to: SocketAddr, path: &str, user: Option<&str>) {
-    let mut request = Request::builder().method(method).uri(format!("http://{to}{path}"));
+async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: Method,
+    to: SocketAddr,
+    path: &str,
+    user: Option<&str>,
+) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{to}{path}"));
     if let Some(user) = user {
         request = request.header("x-user-id", user);
     }
@@ -205,7 +246,12 @@ async fn send(client: &Client<hyper_util::client::legacy::connect::HttpConnector
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_owned();
-            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let elapsed = started.elapsed();
             println!(
                 "{} {cache:<6} {:>8.1} ms  {}",
@@ -224,7 +270,10 @@ fn summarize(body: &[u8]) -> String {
         return String::from_utf8_lossy(body).chars().take(60).collect();
     };
     if let (Some(user), Some(version)) = (json["user_id"].as_str(), json["version"].as_u64()) {
-        let github = match json["integrations"][0]["connected"].as_bool().or(json["github"].as_bool()) {
+        let github = match json["integrations"][0]["connected"]
+            .as_bool()
+            .or(json["github"].as_bool())
+        {
             Some(true) => "github:on",
             Some(false) => "github:off",
             None => "",
@@ -234,7 +283,12 @@ fn summarize(body: &[u8]) -> String {
     json.to_string().chars().take(60).collect()
 }
 
-async fn send_quiet(client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, method: Method, to: SocketAddr, path: &str) {
+async fn send_quiet(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: Method,
+    to: SocketAddr,
+    path: &str,
+) {
     let request = Request::builder()
         .method(method)
         .uri(format!("http://{to}{path}"))
@@ -246,9 +300,13 @@ async fn send_quiet(client: &Client<hyper_util::client::legacy::connect::HttpCon
 fn print_try_it(proxy: SocketAddr, upstream: SocketAddr, admin: SocketAddr) {
     println!("Try it yourself (Ctrl-C to stop):");
     println!("  curl -si -H 'x-user-id: carol' http://{proxy}/api/integrations/status    # MISS, then HIT");
-    println!("  curl -si -X POST -H 'x-user-id: carol' http://{proxy}/api/integrations/github/toggle");
+    println!(
+        "  curl -si -X POST -H 'x-user-id: carol' http://{proxy}/api/integrations/github/toggle"
+    );
     println!("  curl -si -H 'x-user-id: {FLAKY_USER}' http://{proxy}/api/integrations/status   # retried");
-    println!("  curl -s -X POST http://{upstream}/__down    # then wait for the TTL: X-Cache: STALE");
+    println!(
+        "  curl -s -X POST http://{upstream}/__down    # then wait for the TTL: X-Cache: STALE"
+    );
     println!("  curl -s -X POST http://{upstream}/__up");
     println!("  curl -s http://{admin}/stats ; curl -s http://{admin}/metrics");
 }

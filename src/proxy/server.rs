@@ -23,7 +23,9 @@ use super::args::{AnonymousMode, ProxyArgs};
 use super::body::RequestBody;
 use super::upstream::{ClientAddr, Upstream};
 use crate::error::ConfigError;
-use crate::http::{Anonymous, CacheBody, CacheHandle, IntegrationCacheLayer, IntegrationCacheService};
+use crate::http::{
+    Anonymous, CacheBody, CacheHandle, IntegrationCacheLayer, IntegrationCacheService,
+};
 use crate::retry::{RetryBudget, RetryConfig};
 
 /// How long shutdown waits for requests in flight.
@@ -66,8 +68,17 @@ impl Proxy {
     }
 
     pub(crate) fn with_upstream(args: &ProxyArgs, upstream: &str) -> Result<Self, ConfigError> {
-        let default_ttl = if args.demo { Duration::from_secs(10) } else { crate::CACHE_TTL };
-        let retry = RetryConfig::new(args.retry_max, args.retry_initial_delay, args.retry_max_delay, 2.0)?;
+        let default_ttl = if args.demo {
+            Duration::from_secs(10)
+        } else {
+            crate::CACHE_TTL
+        };
+        let retry = RetryConfig::new(
+            args.retry_max,
+            args.retry_initial_delay,
+            args.retry_max_delay,
+            2.0,
+        )?;
         let budget = RetryBudget::new(Duration::from_secs(10), 10, args.retry_budget)?;
         let max_body = usize::try_from(args.max_body)
             .map_err(|_| ConfigError::new("max_body", "too large for this platform"))?;
@@ -145,7 +156,9 @@ impl Proxy {
                 service: service.clone(),
                 peer,
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), handler).into_owned();
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), handler)
+                .into_owned();
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
@@ -177,8 +190,12 @@ fn user_source(
         return Ok(builder.user(JwtUser::hs256(secret.as_bytes())));
     }
     if let Some(path) = &args.jwt_public_key {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConfigError::new("jwt_public_key", format!("cannot read {}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            ConfigError::new(
+                "jwt_public_key",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
         return Ok(builder.user(JwtUser::public_key_pem(&pem)?));
     }
     Ok(builder.user_header(&args.user_header))
@@ -211,7 +228,9 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                 "METHOD_NOT_ALLOWED",
                 "this is a reverse proxy; CONNECT tunnels are not supported",
             );
-            return HandlerFuture::Ready { response: Some(refusal) };
+            return HandlerFuture::Ready {
+                response: Some(refusal),
+            };
         }
         let mut request = request.map(RequestBody::new);
         request.extensions_mut().insert(ClientAddr(self.peer));
@@ -234,7 +253,9 @@ impl Future for HandlerFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            HandlerFutureProj::Ready { response } => Poll::Ready(Ok(response.take().expect("polled after completion"))),
+            HandlerFutureProj::Ready { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
             HandlerFutureProj::Call { call } => match std::task::ready!(call.poll(cx)) {
                 Ok(response) => Poll::Ready(Ok(response)),
                 // The cache layer turns upstream failures into responses; this is the upstream

@@ -48,9 +48,12 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// A client for `url` (`http://host:port[/prefix]`) whose attempts time out after `timeout`.
     pub(crate) fn new(url: &str, timeout: Duration) -> Result<Self, ConfigError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| ConfigError::new("upstream", format!("{url:?} is not a URL; use e.g. http://127.0.0.1:8080")))?;
+        let uri: Uri = url.parse().map_err(|_| {
+            ConfigError::new(
+                "upstream",
+                format!("{url:?} is not a URL; use e.g. http://127.0.0.1:8080"),
+            )
+        })?;
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         if scheme != Scheme::HTTP {
             return Err(ConfigError::new(
@@ -58,10 +61,12 @@ impl Upstream {
                 "only http:// upstreams are supported; run the proxy next to the upstream, or terminate TLS in front of it",
             ));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| ConfigError::new("upstream", format!("{url:?} has no host; use e.g. http://127.0.0.1:8080")))?;
+        let authority = uri.authority().cloned().ok_or_else(|| {
+            ConfigError::new(
+                "upstream",
+                format!("{url:?} has no host; use e.g. http://127.0.0.1:8080"),
+            )
+        })?;
         let prefix = uri.path().trim_end_matches('/').to_owned();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -83,7 +88,10 @@ impl Upstream {
 
     /// Turns a client's request into the upstream's.
     fn prepare(&self, mut request: Request<RequestBody>) -> Request<RequestBody> {
-        let target = request.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
         let joined = format!("{}{}", self.base.prefix, target);
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.base.scheme.clone());
@@ -192,11 +200,17 @@ mod tests {
             .extensions_mut()
             .insert(ClientAddr("192.0.2.7:5555".parse().unwrap()));
         let prepared = upstream.prepare(request);
-        assert_eq!(prepared.uri().to_string(), "http://127.0.0.1:9/base/api/x?y=1");
+        assert_eq!(
+            prepared.uri().to_string(),
+            "http://127.0.0.1:9/base/api/x?y=1"
+        );
         let headers = prepared.headers();
         assert!(headers.get("connection").is_none());
         assert!(headers.get("x-secret-hop").is_none());
-        assert!(headers.get("host").is_none(), "the client sets the upstream's Host");
+        assert!(
+            headers.get("host").is_none(),
+            "the client sets the upstream's Host"
+        );
         assert_eq!(headers["x-forwarded-host"], "proxy.example");
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "http");

@@ -530,6 +530,40 @@ where
     }
 }
 
+/// Checks a configured duration: at most [`LONGEST_TTL`], and not zero unless `zero_means` says
+/// what zero does.
+pub(crate) fn check_duration(
+    setting: &'static str,
+    duration: Duration,
+    zero_means: Option<&str>,
+) -> Result<(), crate::ConfigError> {
+    if duration > LONGEST_TTL || (duration.is_zero() && zero_means.is_none()) {
+        let range = match zero_means {
+            Some(zero) => format!("use at most 100 years ({zero})"),
+            None => "use a duration between 1 ns and 100 years".to_owned(),
+        };
+        return Err(crate::ConfigError::new(
+            setting,
+            format!("{duration:?} is out of range; {range}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a configured bound: unset, or at least 1.
+pub(crate) fn check_bound(
+    setting: &'static str,
+    bound: Option<u64>,
+) -> Result<(), crate::ConfigError> {
+    if bound == Some(0) {
+        return Err(crate::ConfigError::new(
+            setting,
+            "must be at least 1, or left unset",
+        ));
+    }
+    Ok(())
+}
+
 /// `from + by`, with `by` clamped to [`LONGEST_TTL`].
 fn far(from: Instant, by: Duration) -> Instant {
     from + by.min(LONGEST_TTL)
