@@ -9,7 +9,7 @@ use std::task::{ready, Context, Poll};
 use http::{request, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::retry::Policy;
+use tower::retry::{Policy, Retry};
 use tower_service::Service;
 
 use super::body::CacheBody;
@@ -18,7 +18,7 @@ use super::respond::{Forward, Served};
 use super::state::{LayerState, Outcome};
 use super::user::UserId;
 use crate::coalesce::Role;
-use crate::retry::{RetryPolicy, RetryReport, RetryService};
+use crate::retry::{RetryPolicy, RetryReport};
 use crate::store::counters::Event;
 
 type Upstream<S, B> = tower::retry::future::ResponseFuture<RetryPolicy, S, Request<B>>;
@@ -27,17 +27,43 @@ type Wait = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
 pin_project! {
     /// Response future of [`IntegrationCacheService`](super::IntegrationCacheService).
     ///
-    /// A hit is the `Ready` state: the response was built in `call`, nothing is boxed. A miss
-    /// either leads (calls the upstream through the retry layer, with the deadline) or waits
-    /// for the request that leads.
+    /// A hit is the `Hit` arm: the response was built in `call`, nothing is boxed, and the
+    /// future stays small. Everything that waits (on the upstream through the retry policy, or
+    /// on another request's flight) runs in a boxed state machine.
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     {
         #[pin]
-        state: State<S, ReqBody, ResBody>,
+        kind: Kind<S, ReqBody, ResBody>,
         trace: Trace,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+    {
+        Hit { response: Option<Response<CacheBody<ResBody>>> },
+        Upstream { machine: Pin<Box<Machine<S, ReqBody, ResBody>>> },
+    }
+}
+
+pin_project! {
+    #[project = MachineProj]
+    enum Machine<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+    {
+        Done { response: Option<Response<CacheBody<ResBody>>> },
+        Passthrough { #[pin] future: Upstream<S, ReqBody>, forwarding: Option<Forwarding> },
+        Miss { #[pin] future: Upstream<S, ReqBody>, lead: Option<Box<Lead>>, deadline: Option<Pin<Box<Sleep>>> },
+        Waiting { wait: Wait, queued: Option<Box<Queued<S, ReqBody>>> },
     }
 }
 
@@ -77,20 +103,6 @@ impl Trace {
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, ResBody>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
-    {
-        Ready { response: Option<Response<CacheBody<ResBody>>> },
-        Forwarding { #[pin] future: Upstream<S, ReqBody>, forwarding: Option<Forwarding> },
-        Leading { #[pin] future: Upstream<S, ReqBody>, lead: Option<Box<Lead>>, deadline: Option<Pin<Box<Sleep>>> },
-        Waiting { wait: Wait, queued: Option<Box<Queued<S, ReqBody>>> },
-    }
-}
-
 /// A miss: who, which entry, and why the store could not answer.
 pub(crate) struct Miss {
     pub(crate) state: Arc<LayerState>,
@@ -102,7 +114,7 @@ pub(crate) struct Miss {
 /// A waiter's request, kept (with the service that was polled ready for it) in case it must
 /// go upstream itself after all.
 pub(crate) struct Queued<S, B> {
-    service: RetryService<S>,
+    service: S,
     parts: request::Parts,
     body: B,
     miss: Miss,
@@ -116,64 +128,80 @@ where
 {
     pub(crate) fn ready(response: Response<CacheBody<ResBody>>, trace: Trace) -> Self {
         Self {
-            state: State::Ready {
+            kind: Kind::Hit {
                 response: Some(response),
             },
             trace,
         }
     }
 
-    /// Sends the request upstream past the store.
+    /// Sends the request upstream past the store, through `service` (polled ready).
     pub(crate) fn forward(
-        service: &mut RetryService<S>,
+        service: S,
         request: Request<ReqBody>,
         forwarding: Forwarding,
         trace: Trace,
     ) -> Self {
-        Self {
-            state: forward(service, request, forwarding),
-            trace,
-        }
+        Self::upstream(forward(service, request, forwarding), trace)
     }
 
     /// Leads or joins the flight for this miss.
     pub(crate) fn miss(
-        service: RetryService<S>,
+        service: S,
         parts: request::Parts,
         body: ReqBody,
         miss: Miss,
         trace: Trace,
     ) -> Self {
+        Self::upstream(start_miss(service, parts, body, miss), trace)
+    }
+
+    fn upstream(machine: Machine<S, ReqBody, ResBody>, trace: Trace) -> Self {
         Self {
-            state: start_miss(service, parts, body, miss),
+            kind: Kind::Upstream {
+                machine: Box::pin(machine),
+            },
             trace,
         }
     }
 }
 
+/// Calls `service` through the retry policy of the layer.
+fn through_retry<S, ReqBody, ResBody>(
+    service: S,
+    policy: &RetryPolicy,
+    request: Request<ReqBody>,
+) -> Upstream<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+{
+    Retry::new(policy.clone(), service).call(request)
+}
+
 fn forward<S, ReqBody, ResBody>(
-    service: &mut RetryService<S>,
+    service: S,
     mut request: Request<ReqBody>,
     mut forwarding: Forwarding,
-) -> State<S, ReqBody, ResBody>
+) -> Machine<S, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
 {
     forwarding.report = RetryReport::default();
     request.extensions_mut().insert(forwarding.report.clone());
-    State::Forwarding {
-        future: service.call(request),
+    Machine::Passthrough {
+        future: through_retry(service, &forwarding.state.retry, request),
         forwarding: Some(forwarding),
     }
 }
 
 fn start_miss<S, ReqBody, ResBody>(
-    mut service: RetryService<S>,
+    service: S,
     mut parts: request::Parts,
     body: ReqBody,
     miss: Miss,
-) -> State<S, ReqBody, ResBody>
+) -> Machine<S, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
@@ -188,7 +216,7 @@ where
             parts.extensions.insert(report.clone());
             let uri = parts.uri.clone();
             let request_headers = parts.headers.clone();
-            let future = service.call(Request::from_parts(parts, body));
+            let future = through_retry(service, &state.retry, Request::from_parts(parts, body));
             let lead = Lead {
                 state: miss.state,
                 token,
@@ -200,7 +228,7 @@ where
                 leader,
                 report,
             };
-            State::Leading {
+            Machine::Miss {
                 future,
                 lead: Some(Box::new(lead)),
                 deadline: state.deadline.map(|d| Box::pin(tokio::time::sleep(d))),
@@ -208,7 +236,7 @@ where
         }
         Role::Waiter(waiter) => {
             state.store.counters().incr(Event::Coalesced);
-            State::Waiting {
+            Machine::Waiting {
                 wait: Box::pin(waiter.wait()),
                 queued: Some(Box::new(Queued {
                     service,
@@ -232,42 +260,62 @@ where
     type Output = Result<Response<CacheBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let response = loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Ready { response } => {
-                    break response.take().expect("polled after completion");
+        let this = self.project();
+        let response = match this.kind.project() {
+            KindProj::Hit { response } => response.take().expect("polled after completion"),
+            KindProj::Upstream { machine } => ready!(machine.as_mut().poll(cx)),
+        };
+        this.trace.finish(&response);
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for Machine<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: std::error::Error + 'static,
+    RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes>,
+{
+    type Output = Response<CacheBody<ResBody>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project() {
+                MachineProj::Done { response } => {
+                    return Poll::Ready(response.take().expect("polled after completion"));
                 }
-                StateProj::Forwarding { future, forwarding } => {
+                MachineProj::Passthrough { future, forwarding } => {
                     let result = ready!(future.poll(cx));
                     let forwarding = forwarding.take().expect("polled after completion");
-                    break forwarding.finish(result);
+                    return Poll::Ready(forwarding.finish(result));
                 }
-                StateProj::Leading {
+                MachineProj::Miss {
                     future,
                     lead,
                     deadline,
                 } => match future.poll(cx) {
                     Poll::Ready(result) => {
                         let lead = lead.take().expect("polled after completion");
-                        break lead.finish(result);
+                        return Poll::Ready(lead.finish(result));
                     }
                     Poll::Pending => {
                         let Some(deadline) = deadline else {
                             return Poll::Pending;
                         };
                         ready!(deadline.as_mut().poll(cx));
-                        // Dropping the upstream future (by leaving this state) cancels it.
+                        // Leaving this state drops the upstream future, which cancels it.
                         let lead = lead.take().expect("polled after completion");
-                        State::Ready {
+                        Machine::Done {
                             response: Some(lead.deadline_passed()),
                         }
                     }
                 },
-                StateProj::Waiting { wait, queued } => {
+                MachineProj::Waiting { wait, queued } => {
                     let outcome = ready!(wait.as_mut().poll(cx));
                     let Queued {
-                        mut service,
+                        service,
                         parts,
                         body,
                         miss,
@@ -278,7 +326,7 @@ where
                                 Served::Stale { .. } => served,
                                 _ => Served::Collapsed,
                             };
-                            State::Ready {
+                            Machine::Done {
                                 response: Some(stored.render(false, 0, served)),
                             }
                         }
@@ -292,16 +340,14 @@ where
                                 invalidate: None,
                                 report: RetryReport::default(),
                             };
-                            forward(&mut service, Request::from_parts(parts, body), forwarding)
+                            forward(service, Request::from_parts(parts, body), forwarding)
                         }
                         // The leader went away: this request leads, or waits for the new leader.
                         None => start_miss(service, parts, body, miss),
                     }
                 }
             };
-            this.state.set(next);
-        };
-        this.trace.finish(&response);
-        Poll::Ready(Ok(response))
+            self.set(next);
+        }
     }
 }

@@ -21,14 +21,14 @@ use http::uri::{PathAndQuery, Uri};
 /// The key for `uri`, borrowed when the target is already canonical (the common case).
 pub(crate) fn route_key(uri: &Uri) -> Option<Cow<'_, str>> {
     let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    if is_canonical(target) {
+        return Some(Cow::Borrowed(target));
+    }
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
     let path = if path.is_empty() { "/" } else { path };
-    if is_canonical_path(path) && query.is_none_or(is_canonical_query) && !target.is_empty() {
-        return Some(Cow::Borrowed(target));
-    }
     let mut key = normalize_path(path)?;
     if let Some(query) = query {
         let query = normalize_query(query)?;
@@ -111,13 +111,39 @@ fn normalize_escapes(text: &str) -> Option<String> {
     Some(out)
 }
 
-fn is_canonical_path(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.contains("//")
-        && !path
-            .split('/')
-            .any(|segment| segment == "." || segment == "..")
-        && escapes_are_canonical(path)
+/// Whether `target` is already its own key, checked in one pass over the path (this runs on
+/// every request, hits included).
+fn is_canonical(target: &str) -> bool {
+    let bytes = target.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let dot_segment = |segment: &[u8]| segment == b"." || segment == b"..";
+    let mut segment_start = 1;
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' => {
+                if i == segment_start || dot_segment(&bytes[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            b'%' => {
+                if !escapes_are_canonical(&target[i..(i + 3).min(bytes.len())]) {
+                    return false;
+                }
+                i += 2;
+            }
+            b'?' => {
+                return !dot_segment(&bytes[segment_start..i])
+                    && is_canonical_query(&target[i + 1..]);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    !dot_segment(&bytes[segment_start..])
 }
 
 fn normalize_path(path: &str) -> Option<String> {
@@ -157,6 +183,10 @@ fn param_name(param: &str) -> &str {
 }
 
 fn is_canonical_query(query: &str) -> bool {
+    if query.is_empty() {
+        // A bare trailing `?`.
+        return false;
+    }
     let mut previous: Option<&str> = None;
     for param in query.split('&') {
         if param.is_empty() || !escapes_are_canonical(param) {
@@ -229,6 +259,60 @@ mod tests {
             "an encoded slash is not a separator"
         );
         assert_ne!(key("/b?a=1&a=2"), key("/b?a=2&a=1"));
+    }
+
+    #[test]
+    fn the_fast_check_agrees_with_normalisation() {
+        let normalised = |target: &str| {
+            let (path, query) = target
+                .split_once('?')
+                .map_or((target, None), |(p, q)| (p, Some(q)));
+            let mut key = normalize_path(path)?;
+            if let Some(query) = query.map(normalize_query) {
+                let query = query?;
+                if !query.is_empty() {
+                    key.push('?');
+                    key.push_str(&query);
+                }
+            }
+            Some(key)
+        };
+        for target in [
+            "/",
+            "/a",
+            "/a/",
+            "//a",
+            "/a//b",
+            "/./a",
+            "/a/.",
+            "/a/..",
+            "/.a",
+            "/a.",
+            "/..a/b",
+            "/a/b?",
+            "/a?x=1",
+            "/a?b=1&a=2",
+            "/a?a=1&a=1",
+            "/a?a&b",
+            "/a?&a",
+            "/%41",
+            "/%2F",
+            "/%2f",
+            "/%E2%82%AC",
+            "/a?q=%7e",
+            "/a?q=%7E",
+            "/a?q=%C3",
+            "/a%",
+            "/a%2",
+            "/a?%",
+        ] {
+            let canonical = is_canonical(target);
+            assert_eq!(
+                canonical,
+                normalised(target).as_deref() == Some(target),
+                "{target}"
+            );
+        }
     }
 
     #[test]

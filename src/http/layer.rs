@@ -35,7 +35,6 @@ pub const DEFAULT_MAX_ENTRIES_PER_USER: usize = 64;
 #[derive(Clone, Debug)]
 pub struct IntegrationCacheLayer {
     state: Arc<LayerState>,
-    retry: RetryLayer,
 }
 
 impl IntegrationCacheLayer {
@@ -68,7 +67,7 @@ impl<S> Layer<S> for IntegrationCacheLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         IntegrationCacheService {
-            inner: self.retry.layer(inner),
+            inner,
             state: self.state.clone(),
         }
     }
@@ -277,6 +276,10 @@ impl IntegrationCacheLayerBuilder {
             idle_for: self.ttl.max(self.deadline.unwrap_or_default()),
             weigher: Arc::new(|stored: &Arc<StoredResponse>| stored.weight()),
         };
+        let mut retry = RetryLayer::new(self.retry).budget(self.budget);
+        if let Some(deadline) = self.deadline {
+            retry = retry.deadline(deadline);
+        }
         let state = LayerState {
             store: Store::new(config, Arc::new(Counters::default())),
             flights: Arc::default(),
@@ -291,14 +294,10 @@ impl IntegrationCacheLayerBuilder {
             stale_if_error: !self.stale_if_error.is_zero(),
             anonymous: self.anonymous,
             deadline: self.deadline,
+            retry: retry.policy().clone(),
         };
-        let mut retry = RetryLayer::new(self.retry).budget(self.budget);
-        if let Some(deadline) = self.deadline {
-            retry = retry.deadline(deadline);
-        }
         Ok(IntegrationCacheLayer {
             state: Arc::new(state),
-            retry,
         })
     }
 }

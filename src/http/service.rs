@@ -16,21 +16,22 @@ use super::key::{route_key, with_target};
 use super::policy::wants_refresh;
 use super::respond::{json_error, Forward, Served};
 use super::state::{Anonymous, LayerState};
-use crate::retry::{RetryPolicy, RetryReport, RetryService};
+use crate::retry::{RetryPolicy, RetryReport};
 use crate::store::counters::Event;
 
 /// The service made by [`IntegrationCacheLayer`](super::IntegrationCacheLayer).
 ///
 /// # Clone
 ///
-/// A miss needs the inner service inside its response future (to call it, or to call it later
-/// when a coalesced wait ends without a shareable answer). `call` therefore clones the service
-/// and keeps the clone, handing the future the instance that `poll_ready` reported ready
-/// (`std::mem::replace`, as tower-http's `FollowRedirect` does). A hit never touches the inner
-/// service, so its readiness carries over to the next call. The store, flights and
-/// configuration are shared by every clone behind one `Arc`.
+/// A miss needs the inner service inside its response future (to call it through the retry
+/// policy, which calls it again on failure, or to call it later when a coalesced wait ends
+/// without a shareable answer). `call` therefore clones the inner service and keeps the clone,
+/// handing the future the instance that `poll_ready` reported ready (`std::mem::replace`, as
+/// tower-http's `FollowRedirect` does). A hit never touches the inner service, so its readiness
+/// carries over to the next call, and a clone of this service is one `Arc` plus the inner
+/// service: the store, flights, retry policy and configuration are shared behind that `Arc`.
 pub struct IntegrationCacheService<S> {
-    pub(crate) inner: RetryService<S>,
+    pub(crate) inner: S,
     pub(crate) state: Arc<LayerState>,
 }
 
@@ -165,8 +166,9 @@ where
                 invalidate: None,
                 report: RetryReport::default(),
             };
+            let ready = self.take_ready();
             return ResponseFuture::forward(
-                &mut self.inner,
+                ready,
                 Request::from_parts(parts, body),
                 forwarding,
                 trace,
@@ -179,13 +181,13 @@ where
 
 impl<S: Clone> IntegrationCacheService<S> {
     /// The instance `poll_ready` made ready; a clone takes its place.
-    fn take_ready(&mut self) -> RetryService<S> {
+    fn take_ready(&mut self) -> S {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
     }
 }
 
-impl<S> IntegrationCacheService<S> {
+impl<S: Clone> IntegrationCacheService<S> {
     fn bypass<ReqBody, ResBody>(
         &mut self,
         request: Request<ReqBody>,
@@ -204,7 +206,8 @@ impl<S> IntegrationCacheService<S> {
             invalidate,
             report: RetryReport::default(),
         };
-        ResponseFuture::forward(&mut self.inner, request, forwarding, trace)
+        let ready = self.take_ready();
+        ResponseFuture::forward(ready, request, forwarding, trace)
     }
 }
 

@@ -8,6 +8,7 @@ use super::respond::Served;
 use super::stored::StoredResponse;
 use super::user::{UserExtractor, UserId};
 use crate::coalesce::Flights;
+use crate::retry::RetryPolicy;
 use crate::store::Store;
 
 /// What to do with a request that has no (valid) user.
@@ -47,6 +48,8 @@ pub(crate) struct LayerState {
     pub(crate) stale_if_error: bool,
     pub(crate) anonymous: Anonymous,
     pub(crate) deadline: Option<Duration>,
+    /// The policy every upstream call goes through (a template: tower clones it per request).
+    pub(crate) retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for LayerState {

@@ -39,7 +39,7 @@ impl StoredResponse {
         }
         let upstream_cache_status = joined(&headers, &CACHE_STATUS);
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        reserve_stamps(&mut headers);
+        let headers = prepared_for_hits(headers, upstream_cache_status.as_deref());
         let vary = vary_names(&parts.headers)
             .unwrap_or_default()
             .into_iter()
@@ -60,8 +60,8 @@ impl StoredResponse {
     }
 
     /// A response made by this layer (an error), shared with coalesced waiters like any other.
-    pub(crate) fn synthetic(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Self {
-        reserve_stamps(&mut headers);
+    pub(crate) fn synthetic(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        let headers = prepared_for_hits(headers, None);
         Self {
             status,
             version: Version::HTTP_11,
@@ -106,15 +106,19 @@ impl StoredResponse {
         let mut response = Response::new(CacheBody::full(body));
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
-        // The stored map already holds `age`, `x-cache` and `cache-status` placeholders, so the
-        // inserts below overwrite in place and the clone is never regrown.
+        // The stored map is already stamped for a hit and holds an `Age` placeholder, so a hit
+        // overwrites one value in place; other outcomes restamp.
         let mut headers = self.headers.clone();
         if served.is_from_store() {
-            headers.insert(header::AGE, age_value(self.upstream_age + resident_secs));
+            if let Some(age) = headers.get_mut(header::AGE) {
+                *age = age_value(self.upstream_age + resident_secs);
+            }
         } else {
             headers.remove(header::AGE);
         }
-        stamp(&mut headers, served, self.upstream_cache_status.as_deref());
+        if served != Served::Hit {
+            stamp(&mut headers, served, self.upstream_cache_status.as_deref());
+        }
         *response.headers_mut() = headers;
         response
     }
@@ -136,12 +140,14 @@ fn age_value(seconds: u64) -> HeaderValue {
     ages[seconds as usize].clone()
 }
 
-/// Puts placeholders where `render` stamps its headers.
-fn reserve_stamps(headers: &mut HeaderMap) {
-    let placeholder = HeaderValue::from_static("");
-    headers.insert(header::AGE, placeholder.clone());
-    headers.insert(X_CACHE, placeholder.clone());
-    headers.insert(CACHE_STATUS, placeholder);
+/// `headers` in a map with room to spare, stamped for a hit, with an `Age` placeholder: a hit
+/// then clones it and overwrites one value, and never regrows the clone.
+fn prepared_for_hits(headers: HeaderMap, upstream_cache_status: Option<&str>) -> HeaderMap {
+    let mut prepared = HeaderMap::with_capacity(headers.len() + 4);
+    prepared.extend(headers);
+    prepared.insert(header::AGE, HeaderValue::from_static("0"));
+    stamp(&mut prepared, Served::Hit, upstream_cache_status);
+    prepared
 }
 
 /// All values of `name`, comma-joined, if any.

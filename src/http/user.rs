@@ -66,7 +66,13 @@ impl fmt::Debug for UserId {
 }
 
 fn is_valid(id: &str) -> bool {
-    !id.is_empty() && id.len() <= UserId::MAX_LEN && !id.chars().any(char::is_control)
+    if id.is_empty() || id.len() > UserId::MAX_LEN {
+        return false;
+    }
+    if id.is_ascii() {
+        return !id.bytes().any(|b| b.is_ascii_control());
+    }
+    !id.chars().any(char::is_control)
 }
 
 /// A validated user id borrowed from the request when possible, so a cache hit allocates
