@@ -10,7 +10,10 @@
 //! - `b_layer_on_bare`: [`IntegrationCacheLayer`] (`.user_header("x-user-id")`) on that service;
 //! - `c_axum_router`: an `axum::Router` with one route answering the same prebuilt response,
 //!   no cache;
-//! - `d_layer_on_router`: our layer on that router (`Router::new().route(..).layer(layer)`);
+//! - `d_layer_on_router`: our layer on that router (`Router::new().route(..).layer(layer)`),
+//!   which axum applies to each route, after routing;
+//! - `d2_layer_around_router`: our layer around the whole router (`layer.layer(router)`, or
+//!   `ServiceBuilder::new().layer(layer).service(router)`), so a hit skips routing;
 //! - `e_axum_response_cache`: `axum-response-cache` on the router, keyed by method, URI and the
 //!   `x-user-id` header;
 //! - `f_http_cache_tower_server`: `http-cache-tower-server` with its in-memory `MokaManager` on
@@ -629,6 +632,18 @@ macro_rules! for_each_variant {
                 runtime,
                 "d_layer_on_router",
                 prepared(router(upstream).layer(our_layer())),
+                upstream,
+                Expect::Hits(Some("HIT")),
+            );
+            let $per_task = PER_TASK;
+            $body;
+        }
+        {
+            let upstream = Upstream::new(users);
+            let $variant = Variant::new(
+                runtime,
+                "d2_layer_around_router",
+                our_layer().layer(prepared(router(upstream))),
                 upstream,
                 Expect::Hits(Some("HIT")),
             );
