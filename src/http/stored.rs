@@ -7,7 +7,7 @@ use http::{response, Response, StatusCode, Version};
 use super::body::CacheBody;
 use super::hop_by_hop::strip_hop_by_hop;
 use super::policy::{age_header, vary_names};
-use super::respond::{stamp, Served, CACHE_STATUS, X_CACHE};
+use super::respond::{stamp, Served, CACHE_STATUS};
 
 /// Headers that are per-recipient or recomputed, never replayed from the store (besides the
 /// hop-by-hop ones).

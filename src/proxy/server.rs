@@ -1,8 +1,8 @@
 //! [`Proxy`]: the server loop, the per-connection service and graceful shutdown.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,11 +17,12 @@ use tokio::net::TcpListener;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_layer::Layer;
+use tower_service::Service;
 
 use super::admin::{self, Admin};
 use super::args::{AnonymousMode, ProxyArgs};
 use super::body::RequestBody;
-use super::upstream::{ClientAddr, Upstream};
+use super::upstream::Upstream;
 use crate::error::ConfigError;
 use crate::http::{
     Anonymous, CacheBody, CacheHandle, IntegrationCacheLayer, IntegrationCacheService,
@@ -122,7 +123,6 @@ impl Proxy {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let service = self.layer.layer(self.upstream.clone());
         let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
         let admin_task = admin.map(|listener| {
             let admin = Admin::new(self.layer.handle(), self.admin_token.clone());
@@ -152,10 +152,7 @@ impl Proxy {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let handler = Handler {
-                service: service.clone(),
-                peer,
-            };
+            let handler = Handler::new(self.layer.layer(self.upstream.for_client(peer)));
             let connection = builder
                 .serve_connection(TokioIo::new(stream), handler)
                 .into_owned();
@@ -210,10 +207,20 @@ fn user_source(
 }
 
 /// The service hyper calls for each request of one connection.
-#[derive(Clone)]
+///
+/// It owns that connection's copy of the cache service, so a request costs no clone of it:
+/// hyper calls `call` from the connection's task and never re-enters it, which is what makes the
+/// `RefCell` safe to borrow there.
 struct Handler {
-    service: IntegrationCacheService<Upstream>,
-    peer: SocketAddr,
+    service: RefCell<IntegrationCacheService<Upstream>>,
+}
+
+impl Handler {
+    fn new(service: IntegrationCacheService<Upstream>) -> Self {
+        Self {
+            service: RefCell::new(service),
+        }
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for Handler {
@@ -232,19 +239,30 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
                 response: Some(refusal),
             };
         }
-        let mut request = request.map(RequestBody::new);
-        request.extensions_mut().insert(ClientAddr(self.peer));
-        HandlerFuture::Call {
-            call: self.service.clone().oneshot(request),
+        let request = request.map(RequestBody::new);
+        let mut service = self.service.borrow_mut();
+        // The pooled client is always ready, so readiness needs no waker; were it ever not,
+        // a clone waits for it on its own.
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        match service.poll_ready(&mut context) {
+            Poll::Ready(Ok(())) => HandlerFuture::Call {
+                call: service.call(request),
+            },
+            _ => HandlerFuture::Wait {
+                call: service.clone().oneshot(request),
+            },
         }
     }
 }
+
+type CacheFuture = crate::http::ResponseFuture<Upstream, RequestBody, Incoming>;
 
 pin_project! {
     #[project = HandlerFutureProj]
     enum HandlerFuture {
         Ready { response: Option<Response<ProxyBody>> },
-        Call { #[pin] call: Oneshot<IntegrationCacheService<Upstream>, Request<RequestBody>> },
+        Call { #[pin] call: CacheFuture },
+        Wait { #[pin] call: Oneshot<IntegrationCacheService<Upstream>, Request<RequestBody>> },
     }
 }
 
@@ -252,20 +270,21 @@ impl Future for HandlerFuture {
     type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+        let result = match self.project() {
             HandlerFutureProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+                return Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
-            HandlerFutureProj::Call { call } => match std::task::ready!(call.poll(cx)) {
-                Ok(response) => Poll::Ready(Ok(response)),
-                // The cache layer turns upstream failures into responses; this is the upstream
-                // refusing readiness, which the pooled client never does.
-                Err(error) => Poll::Ready(Ok(crate::http::error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "UPSTREAM_UNAVAILABLE",
-                    &error.to_string(),
-                ))),
-            },
-        }
+            HandlerFutureProj::Call { call } => std::task::ready!(call.poll(cx)),
+            HandlerFutureProj::Wait { call } => std::task::ready!(call.poll(cx)),
+        };
+        // The cache layer turns upstream failures into responses; an error here would be the
+        // client refusing readiness, which the pooled client never does.
+        Poll::Ready(Ok(result.unwrap_or_else(|error| {
+            crate::http::error_response(
+                StatusCode::BAD_GATEWAY,
+                "UPSTREAM_UNAVAILABLE",
+                &error.to_string(),
+            )
+        })))
     }
 }

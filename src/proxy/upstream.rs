@@ -20,10 +20,6 @@ use super::body::RequestBody;
 use crate::error::{BoxError, ConfigError};
 use crate::http::strip_hop_by_hop;
 
-/// The client's address, put in the request's extensions by the server for `X-Forwarded-For`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -43,6 +39,8 @@ pub(crate) struct Upstream {
     client: Client<HttpConnector, RequestBody>,
     base: Arc<Base>,
     timeout: Duration,
+    /// The address of the client whose connection this copy serves, for `X-Forwarded-For`.
+    client_addr: Option<SocketAddr>,
 }
 
 impl Upstream {
@@ -83,7 +81,16 @@ impl Upstream {
                 prefix,
             }),
             timeout,
+            client_addr: None,
         })
+    }
+
+    /// This upstream, for the connection of the client at `addr`.
+    pub(crate) fn for_client(&self, addr: SocketAddr) -> Self {
+        Self {
+            client_addr: Some(addr),
+            ..self.clone()
+        }
     }
 
     /// Turns a client's request into the upstream's.
@@ -101,14 +108,13 @@ impl Upstream {
             *request.uri_mut() = uri;
         }
         *request.version_mut() = Version::HTTP_11;
-        let client = request.extensions().get::<ClientAddr>().copied();
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
         if let Some(host) = headers.remove(header::HOST) {
             headers.insert(X_FORWARDED_HOST, host);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Some(ClientAddr(addr)) = client {
+        if let Some(addr) = self.client_addr {
             let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(earlier) => format!("{earlier}, {}", addr.ip()),
                 None => addr.ip().to_string(),
@@ -187,8 +193,10 @@ mod tests {
 
     #[test]
     fn requests_are_rewritten_for_the_upstream() {
-        let upstream = Upstream::new("http://127.0.0.1:9/base/", Duration::from_secs(1)).unwrap();
-        let mut request = Request::get("/api/x?y=1")
+        let upstream = Upstream::new("http://127.0.0.1:9/base/", Duration::from_secs(1))
+            .unwrap()
+            .for_client("192.0.2.7:5555".parse().unwrap());
+        let request = Request::get("/api/x?y=1")
             .header("host", "proxy.example")
             .header("connection", "keep-alive, x-secret-hop")
             .header("x-secret-hop", "1")
@@ -196,9 +204,6 @@ mod tests {
             .header("x-user-id", "ann")
             .body(RequestBody::default())
             .unwrap();
-        request
-            .extensions_mut()
-            .insert(ClientAddr("192.0.2.7:5555".parse().unwrap()));
         let prepared = upstream.prepare(request);
         assert_eq!(
             prepared.uri().to_string(),
