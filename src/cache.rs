@@ -1,30 +1,4 @@
 //! [`IntegrationCache`]: the seed module's programmatic API.
-//!
-//! ```
-//! use integration_cache::{IntegrationCache, RetryConfig};
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cache: IntegrationCache<Vec<String>> = IntegrationCache::builder()
-//!     .item_count(Vec::len)
-//!     .build()?;
-//!
-//! // A miss runs the fetch (retried on network errors) and stores the result.
-//! let integrations = cache
-//!     .get_or_fetch(&123, || async { Ok::<_, std::io::Error>(vec!["github".to_string()]) }, &RetryConfig::default())
-//!     .await?;
-//! assert_eq!(integrations, ["github"]);
-//!
-//! // A hit does not call the fetch.
-//! let again = cache
-//!     .get_or_fetch(&123, || async { Err::<Vec<String>, _>(std::io::Error::other("not called")) }, &RetryConfig::default())
-//!     .await?;
-//! assert_eq!(again, integrations);
-//! assert_eq!(cache.stats().hits, 1);
-//!
-//! cache.invalidate(&123);
-//! assert!(!cache.has(&123));
-//! # Ok(()) }
-//! ```
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -56,7 +30,33 @@ type Outcome<V> = Result<V, CacheError>;
 
 /// A per-user cache of values of type `V`, keyed by user ids of type `U`.
 ///
-/// Cheap to clone; clones share the same entries. See the [module docs](self) for an example.
+/// Cheap to clone; clones share the same entries.
+///
+/// ```
+/// use integration_cache::{IntegrationCache, RetryConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cache: IntegrationCache<Vec<String>> = IntegrationCache::builder()
+///     .item_count(Vec::len)
+///     .build()?;
+///
+/// // A miss runs the fetch (retried on network errors) and stores the result.
+/// let integrations = cache
+///     .get_or_fetch(&123, || async { Ok::<_, std::io::Error>(vec!["github".to_string()]) }, &RetryConfig::default())
+///     .await?;
+/// assert_eq!(integrations, ["github"]);
+///
+/// // A hit does not call the fetch.
+/// let again = cache
+///     .get_or_fetch(&123, || async { Err::<Vec<String>, _>(std::io::Error::other("not called")) }, &RetryConfig::default())
+///     .await?;
+/// assert_eq!(again, integrations);
+/// assert_eq!(cache.stats().hits, 1);
+///
+/// cache.invalidate(&123);
+/// assert!(!cache.has(&123));
+/// # Ok(()) }
+/// ```
 ///
 /// Values are cloned out on every read: store an `Arc<...>` (or `Bytes`) when `V` is large.
 pub struct IntegrationCache<V, U = u64> {
