@@ -271,6 +271,52 @@ async fn a_miss_then_a_hit_over_tcp() {
 }
 
 #[tokio::test]
+async fn the_layer_can_wrap_the_whole_router() {
+    // As the README shows: auth, then the cache, around the router, so hits skip routing.
+    let backend = Backend::new(ms(20));
+    let layer = IntegrationCacheLayer::new();
+    let router = Router::new()
+        .route("/api/integrations/status", get(status))
+        .route("/api/integrations/{name}/connect", post(connect))
+        .with_state(backend.clone());
+    let app = ServiceBuilder::new()
+        .layer(middleware::from_fn(bearer_auth))
+        .layer(layer.clone())
+        .service(router);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, axum::ServiceExt::into_make_service(app))
+            .await
+            .unwrap();
+    });
+    let client = http_client();
+    let url = format!("http://{addr}{STATUS}");
+    assert_eq!(
+        call(&client, Method::GET, &url, Some("ann"))
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        call(&client, Method::GET, &url, Some("ann"))
+            .await
+            .x_cache(),
+        "HIT"
+    );
+    let connect_url = format!("http://{addr}/api/integrations/slack/connect");
+    call(&client, Method::POST, &connect_url, Some("ann")).await;
+    assert_eq!(
+        call(&client, Method::GET, &url, Some("ann"))
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(backend.reads(), 2);
+    server.abort();
+}
+
+#[tokio::test]
 async fn users_are_isolated_and_a_post_invalidates_only_its_user() {
     let backend = Backend::new(ms(50));
     let layer = IntegrationCacheLayer::new();
