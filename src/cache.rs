@@ -163,7 +163,7 @@ where
         U: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup(user).map(|found| found.0)
+        self.lookup(user)
     }
 
     /// Stores `value` for `user` for the default TTL.
@@ -292,7 +292,7 @@ where
     {
         let started = Instant::now();
         loop {
-            if let Some((value, _)) = self.lookup(user) {
+            if let Some(value) = self.lookup(user) {
                 info!(
                     user_id = %user,
                     item_count = (self.item_count)(&value),
@@ -376,7 +376,7 @@ where
         }
     }
 
-    fn lookup<Q>(&self, user: &Q) -> Option<(V, Instant)>
+    fn lookup<Q>(&self, user: &Q) -> Option<V>
     where
         U: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -385,7 +385,7 @@ where
         match self.store.get(user, &()) {
             Some(found) => {
                 counters.incr(Event::Hit);
-                Some((found.value, found.fresh_until))
+                Some(found.value)
             }
             None => {
                 counters.incr(Event::Miss);

@@ -12,7 +12,7 @@
 //! written here.
 //!
 //! - `get`: one read-locked lookup, an `Arc` clone, a short scan of the user's entries, an expiry
-//!   check against `tokio::time::Instant` (so paused time in tests moves it).
+//!   check against tokio's clock (so paused time in tests moves it), kept as 8-byte [`Tick`]s.
 //! - `invalidate(user)`: removes the bucket, dropping all of that user's entries at once.
 //! - `clear`: swaps in an empty map and drops the old one off the caller's thread.
 //! - Expiry: entries are never served past `fresh_until`; the [reaper](reaper) reclaims them
@@ -25,6 +25,7 @@
 //! bucket, so a fetch that started before an invalidation can never store what it fetched.
 
 mod bucket;
+mod clock;
 pub(crate) mod counters;
 mod reaper;
 
@@ -40,6 +41,7 @@ use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use tokio::time::Instant;
 
 use self::bucket::{Bucket, Delta, Plan, Slot};
+use self::clock::{Clock, Tick};
 use self::counters::{Counters, Event, Gauge};
 use self::reaper::{Reap, Reaper};
 
@@ -115,7 +117,8 @@ pub(crate) struct Found<V> {
     pub(crate) value: V,
     /// How long the value has been in the store.
     pub(crate) resident: Duration,
-    pub(crate) fresh_until: Instant,
+    /// How long it stays fresh.
+    pub(crate) fresh_for: Duration,
 }
 
 /// Held by a fetch from [`Store::begin`] until it stores its result (or gives up): names the
@@ -158,7 +161,7 @@ pub(crate) struct Census {
 }
 
 type Map<U, K, V> =
-    quick_cache::sync::Cache<U, Arc<Bucket<K, V>>, BucketWeighter, DefaultHashBuilder, Lifecycles>;
+    quick_cache::sync::Cache<U, Bucket<K, V>, BucketWeighter, DefaultHashBuilder, Lifecycles>;
 
 /// One map and the count of entries in it; `clear` replaces both.
 struct Generation<U, K, V> {
@@ -169,9 +172,9 @@ struct Generation<U, K, V> {
 #[derive(Clone)]
 struct BucketWeighter;
 
-impl<U, K, V> Weighter<U, Arc<Bucket<K, V>>> for BucketWeighter {
-    fn weight(&self, _user: &U, bucket: &Arc<Bucket<K, V>>) -> u64 {
-        bucket.weight
+impl<U, K, V> Weighter<U, Bucket<K, V>> for BucketWeighter {
+    fn weight(&self, _user: &U, bucket: &Bucket<K, V>) -> u64 {
+        bucket.weight()
     }
 }
 
@@ -182,14 +185,14 @@ struct Lifecycles {
     entries: Arc<Gauge>,
 }
 
-impl<U, K, V> Lifecycle<U, Arc<Bucket<K, V>>> for Lifecycles {
+impl<U, K, V> Lifecycle<U, Bucket<K, V>> for Lifecycles {
     type RequestState = ();
 
-    fn is_pinned(&self, _user: &U, bucket: &Arc<Bucket<K, V>>) -> bool {
+    fn is_pinned(&self, _user: &U, bucket: &Bucket<K, V>) -> bool {
         bucket.has_fetches_in_flight()
     }
 
-    fn on_evict(&self, _state: &mut (), _user: U, bucket: Arc<Bucket<K, V>>) {
+    fn on_evict(&self, _state: &mut (), _user: U, bucket: Bucket<K, V>) {
         self.entries.sub(bucket.slots.len());
         self.counters
             .add(Event::Eviction, bucket.slots.len() as u64);
@@ -198,6 +201,7 @@ impl<U, K, V> Lifecycle<U, Arc<Bucket<K, V>>> for Lifecycles {
 
 struct Shared<U, K, V> {
     current: ArcSwap<Generation<U, K, V>>,
+    clock: Clock,
     config: StoreConfig<V>,
     units: Units,
     next_generation: AtomicU64,
@@ -218,7 +222,7 @@ impl<U, K, V> Clone for Store<U, K, V> {
     }
 }
 
-/// The longest time anything is kept; longer TTLs are clamped (and `Instant` never overflows).
+/// The longest time anything is kept; longer TTLs are clamped (and a `Tick` never overflows).
 pub(crate) const LONGEST_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Whether a write is conditional on the user's generation.
@@ -242,6 +246,7 @@ where
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwap::from_pointee(first),
+                clock: Clock::new(),
                 config,
                 units,
                 next_generation: AtomicU64::new(1),
@@ -263,8 +268,8 @@ where
         KQ: Eq + ?Sized,
     {
         let bucket = self.shared.current.load().map.get(user)?;
-        let slot = bucket.find(key)?;
-        let now = Instant::now();
+        let slot = bucket.slots.take(key)?;
+        let now = self.shared.clock.now();
         if now >= slot.fresh_until {
             return None;
         }
@@ -279,8 +284,8 @@ where
         KQ: Eq + ?Sized,
     {
         let bucket = self.shared.current.load().map.get(user)?;
-        let slot = bucket.find(key)?;
-        let now = Instant::now();
+        let slot = bucket.slots.take(key)?;
+        let now = self.shared.clock.now();
         (now < slot.keep_until).then(|| found(slot, now))
     }
 
@@ -288,8 +293,7 @@ where
     pub(crate) fn begin(&self, user: &U) -> WriteToken {
         let current = self.shared.current.load();
         let result = current.map.entry(user, None, |_, bucket| {
-            bucket.in_flight.fetch_add(1, Ordering::AcqRel);
-            EntryAction::Retain((bucket.generation, bucket.in_flight.clone()))
+            EntryAction::Retain((bucket.generation, bucket.enter_flight()))
         });
         match result {
             EntryResult::Retained((generation, in_flight)) => WriteToken {
@@ -299,13 +303,13 @@ where
             EntryResult::Vacant(guard) => {
                 let epoch = self.reaper_epoch();
                 let generation = self.next_generation();
-                let idle_until = far(Instant::now(), self.shared.config.idle_for);
+                let idle_until = far(self.shared.clock.now(), self.shared.config.idle_for);
                 let mut bucket = Bucket::empty(generation, idle_until);
-                bucket.in_flight.store(1, Ordering::Release);
-                let in_flight = bucket.in_flight.clone();
+                let in_flight = bucket.enter_flight();
                 let visit = plan(&mut bucket, epoch);
-                if guard.insert(Arc::new(bucket)).is_ok() {
+                if guard.insert(bucket).is_ok() {
                     if let Some(at) = visit {
+                        let at = self.shared.clock.instant(at);
                         self.shared.reaper.schedule(user.clone(), generation, at);
                     }
                 }
@@ -364,25 +368,25 @@ where
                 }
             }
             let (mut next, delta) = bucket.with_slot(slot.take().expect("runs once"), max_slots);
-            if next.weight > admitted {
+            if next.weight() > admitted {
                 return EntryAction::Retain(Err(Refused::TooHeavy));
             }
             if let Mode::Set = mode {
                 next.generation = self.next_generation();
-                next.in_flight = Arc::default();
+                next.in_flight = None;
                 // Visits name a generation: those planned for the old one will not count.
-                next.plan = None;
+                next.plan = Plan::NONE;
             }
             let change = Change {
                 delta,
                 generation: next.generation,
                 visit: plan(&mut next, epoch),
             };
-            if next.weight > bucket.weight {
+            if next.weight() > bucket.weight() {
                 grown = Some((next, change));
                 EntryAction::ReplaceWithGuard
             } else {
-                *bucket = Arc::new(next);
+                *bucket = next;
                 EntryAction::Retain(Ok(change))
             }
         });
@@ -390,7 +394,7 @@ where
             EntryResult::Retained(outcome) => outcome?,
             EntryResult::Replaced(guard, old) => {
                 let (next, change) = grown.take().expect("set before ReplaceWithGuard");
-                if guard.insert(Arc::new(next)).is_err() {
+                if guard.insert(next).is_err() {
                     // Invalidated while the bucket was out: its entries are gone, ours too.
                     current.entries.sub(old.slots.len());
                     return Err(Refused::Outdated);
@@ -407,11 +411,11 @@ where
                 let generation = self.next_generation();
                 let (mut bucket, delta) =
                     Bucket::empty(generation, slot.stored_at).with_slot(slot, max_slots);
-                if bucket.weight > admitted {
+                if bucket.weight() > admitted {
                     return Err(Refused::TooHeavy);
                 }
                 let visit = plan(&mut bucket, epoch);
-                if guard.insert(Arc::new(bucket)).is_err() {
+                if guard.insert(bucket).is_err() {
                     return Err(Refused::Outdated);
                 }
                 Change {
@@ -426,6 +430,7 @@ where
         current.entries.sub(change.delta.removed);
         self.shared.counters.incr(Event::Stored);
         if let Some(at) = change.visit {
+            let at = self.shared.clock.instant(at);
             self.shared
                 .reaper
                 .schedule(user.clone(), change.generation, at);
@@ -471,11 +476,11 @@ where
 
     /// Fresh and stale entries counted one by one: O(entries), one shard read-locked at a time.
     pub(crate) fn census(&self) -> Census {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let current = self.shared.current.load();
         let mut census = Census::default();
         for (_, bucket) in current.map.iter() {
-            for slot in &bucket.slots {
+            for slot in bucket.slots.as_slice() {
                 if now < slot.fresh_until {
                     census.fresh += 1;
                 } else if now < slot.keep_until {
@@ -499,21 +504,20 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        self.get(user, key)
-            .map(|found| found.fresh_until.saturating_duration_since(Instant::now()))
+        self.get(user, key).map(|found| found.fresh_for)
     }
 
     fn next_generation(&self) -> u64 {
         self.shared.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn reaper_epoch(&self) -> Option<u64> {
+    fn reaper_epoch(&self) -> Option<u32> {
         let owner: Arc<dyn Reap<U>> = self.shared.clone();
         self.shared.reaper.running(&owner)
     }
 
     fn slot(&self, key: K, value: V, ttl: Duration) -> Slot<K, V> {
-        let now = Instant::now();
+        let now = self.shared.clock.now();
         let fresh_until = far(now, ttl);
         let weight = self
             .shared
@@ -565,8 +569,8 @@ pub(crate) fn check_bound(
 }
 
 /// `from + by`, with `by` clamped to [`LONGEST_TTL`].
-fn far(from: Instant, by: Duration) -> Instant {
-    from + by.min(LONGEST_TTL)
+fn far(from: Tick, by: Duration) -> Tick {
+    from.after(by.min(LONGEST_TTL))
 }
 
 /// quick_cache turns away an item heavier than 97% of a shard; stay clear of that edge.
@@ -577,32 +581,31 @@ fn admission_limit(shard_capacity: u64) -> u64 {
 /// Plans the reaper's visit for `bucket`'s next departure, unless a visit by the running reaper
 /// already comes early enough. Returns the visit to queue. Without a running reaper nothing is
 /// planned, so the first write inside a runtime plans it.
-fn plan<K: Clone + Eq, V: Clone>(bucket: &mut Bucket<K, V>, epoch: Option<u64>) -> Option<Instant> {
+fn plan<K: Clone + Eq, V: Clone>(bucket: &mut Bucket<K, V>, epoch: Option<u32>) -> Option<Tick> {
     let Some(epoch) = epoch else {
-        bucket.plan = None;
+        bucket.plan = Plan::NONE;
         return None;
     };
     let due = bucket.next_departure();
-    match bucket.plan {
-        Some(planned) if planned.epoch == epoch && planned.at <= due => None,
-        _ => {
-            bucket.plan = Some(Plan { at: due, epoch });
-            Some(due)
-        }
+    let planned = bucket.plan;
+    if planned.epoch == epoch && planned.at <= due {
+        return None;
     }
+    bucket.plan = Plan { at: due, epoch };
+    Some(due)
 }
 
 struct Change {
     delta: Delta,
     generation: u64,
-    visit: Option<Instant>,
+    visit: Option<Tick>,
 }
 
-fn found<K, V: Clone>(slot: &Slot<K, V>, now: Instant) -> Found<V> {
+fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
     Found {
-        value: slot.value.clone(),
-        resident: now.saturating_duration_since(slot.stored_at),
-        fresh_until: slot.fresh_until,
+        value: slot.value,
+        resident: now.since(slot.stored_at),
+        fresh_for: slot.fresh_until.since(now),
     }
 }
 
@@ -632,7 +635,7 @@ where
 enum Visit {
     Obsolete,
     Removed(usize),
-    Replanned(Delta, Instant),
+    Replanned(Delta, Tick),
 }
 
 impl<U, K, V> Reap<U> for Shared<U, K, V>
@@ -642,10 +645,11 @@ where
     V: Clone + Send + Sync + 'static,
 {
     fn reap(&self, user: &U, generation: u64, planned: Instant, now: Instant) -> Option<Instant> {
+        let (planned, now) = (self.clock.tick(planned), self.clock.tick(now));
         let current = self.current.load();
         let epoch = self.reaper.epoch();
         let result = current.map.entry(user, None, |_, bucket| {
-            let expected = bucket.plan.map(|p| p.at) == Some(planned);
+            let expected = bucket.plan.is_some() && bucket.plan.at == planned;
             if bucket.generation != generation || !expected {
                 return EntryAction::Retain(Visit::Obsolete);
             }
@@ -654,15 +658,16 @@ where
             }
             let (mut next, delta) = match bucket.without_departed(now) {
                 Some(pruned) => pruned,
-                None => (bucket.replanned(None), Delta::default()),
+                None => (bucket.clone(), Delta::default()),
             };
             let mut due = next.next_departure();
             if due <= now {
-                // Empty and idle, but a fetch is in flight: look again later.
+                // Nothing left but a fetch in flight: keep the bucket, look again later.
                 due = far(now, self.config.idle_for.max(Duration::from_secs(1)));
+                next = next.emptied(due);
             }
-            next.plan = epoch.map(|epoch| Plan { at: due, epoch });
-            *bucket = Arc::new(next);
+            next.plan = epoch.map_or(Plan::NONE, |epoch| Plan { at: due, epoch });
+            *bucket = next;
             EntryAction::Retain(Visit::Replanned(delta, due))
         });
         let visit = match result {
@@ -680,7 +685,7 @@ where
             Visit::Replanned(delta, due) => {
                 current.entries.sub(delta.removed);
                 self.counters.add(Event::Expiration, delta.removed as u64);
-                Some(due)
+                Some(self.clock.instant(due))
             }
         }
     }

@@ -32,7 +32,7 @@ struct Visit<U> {
 
 struct Running<U> {
     visits: mpsc::UnboundedSender<Visit<U>>,
-    epoch: u64,
+    epoch: u32,
 }
 
 /// A handle to the reaper task, started on first use inside a tokio runtime (and again if that
@@ -43,7 +43,7 @@ struct Running<U> {
 /// their visits.
 pub(crate) struct Reaper<U> {
     running: ArcSwapOption<Running<U>>,
-    starting: parking_lot::Mutex<u64>,
+    starting: parking_lot::Mutex<u32>,
 }
 
 impl<U> Default for Reaper<U> {
@@ -58,7 +58,7 @@ impl<U> Default for Reaper<U> {
 impl<U: Send + Sync + 'static> Reaper<U> {
     /// The epoch of the running reaper, starting one in the current runtime if none runs;
     /// `None` outside a runtime.
-    pub(crate) fn running(&self, owner: &Arc<dyn Reap<U>>) -> Option<u64> {
+    pub(crate) fn running(&self, owner: &Arc<dyn Reap<U>>) -> Option<u32> {
         if let Some(running) = self.running.load().as_deref() {
             if !running.visits.is_closed() {
                 return Some(running.epoch);
@@ -71,7 +71,7 @@ impl<U: Send + Sync + 'static> Reaper<U> {
                 return Some(running.epoch);
             }
         }
-        *epochs += 1;
+        *epochs = epochs.wrapping_add(1).max(1);
         let (visits, receiver) = mpsc::unbounded_channel();
         runtime.spawn(run(Arc::downgrade(owner), receiver));
         self.running.store(Some(Arc::new(Running {
@@ -82,7 +82,7 @@ impl<U: Send + Sync + 'static> Reaper<U> {
     }
 
     /// The epoch of the running reaper, without starting one.
-    pub(crate) fn epoch(&self) -> Option<u64> {
+    pub(crate) fn epoch(&self) -> Option<u32> {
         self.running.load().as_deref().map(|running| running.epoch)
     }
 
