@@ -307,7 +307,7 @@ where
                     info!(user_id = %user, "Cache miss, fetching fresh data");
                     let outcome = match fetch_with_retry(retry, user, &mut fetch).await {
                         Ok((value, _attempts)) => {
-                            let _ = self.store.insert(&token, user, (), value.clone(), self.ttl);
+                            let _ = self.store.insert(token, user, (), value.clone(), self.ttl);
                             info!(
                                 user_id = %user,
                                 item_count = (self.item_count)(&value),

@@ -56,7 +56,7 @@ pub(crate) struct Lead {
     pub(crate) state: Arc<LayerState>,
     pub(crate) token: WriteToken,
     pub(crate) user: UserId,
-    pub(crate) key: Box<str>,
+    pub(crate) key: Arc<str>,
     pub(crate) uri: Uri,
     pub(crate) request_headers: http::HeaderMap,
     pub(crate) why: Forward,
@@ -137,7 +137,12 @@ impl Lead {
         self: Box<Self>,
         upstream_status: Option<StatusCode>,
     ) -> Result<Response<CacheBody<B>>, Box<Self>> {
-        let Some(found) = self.state.store.get_stale(self.user.as_str(), &*self.key) else {
+        let stale = self
+            .state
+            .store
+            .get_stale(self.user.as_str(), &self.state.route_hash(&self.key))
+            .filter(|found| found.value.is_for(&self.key, &self.request_headers));
+        let Some(found) = stale else {
             return Err(self);
         };
         self.state.store.counters().incr(Event::StaleServed);

@@ -107,7 +107,7 @@ impl Trace {
 pub(crate) struct Miss {
     pub(crate) state: Arc<LayerState>,
     pub(crate) user: UserId,
-    pub(crate) key: Box<str>,
+    pub(crate) key: Arc<str>,
     pub(crate) why: Forward,
 }
 

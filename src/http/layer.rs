@@ -295,6 +295,7 @@ impl IntegrationCacheLayerBuilder {
             anonymous: self.anonymous,
             deadline: self.deadline,
             retry: retry.policy().clone(),
+            route_hasher: quick_cache::DefaultHashBuilder::default(),
         };
         Ok(IntegrationCacheLayer {
             state: Arc::new(state),

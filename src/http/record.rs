@@ -19,7 +19,7 @@ pub(crate) struct Pending {
     pub(crate) state: Arc<LayerState>,
     pub(crate) token: WriteToken,
     pub(crate) user: UserId,
-    pub(crate) key: Box<str>,
+    pub(crate) key: Arc<str>,
     pub(crate) uri: Uri,
     pub(crate) head: response::Parts,
     pub(crate) request_headers: HeaderMap,
@@ -31,14 +31,19 @@ pub(crate) struct Pending {
 impl Pending {
     /// Stores `body` (if a TTL allows) and gives the waiters the response.
     pub(crate) fn commit(self, body: Bytes) {
-        let stored = Arc::new(StoredResponse::new(&self.head, body, &self.request_headers));
+        let stored = Arc::new(StoredResponse::new(
+            &self.head,
+            body,
+            &self.request_headers,
+            &self.key,
+        ));
         let state = &self.state;
         if let Some(ttl) = self.ttl {
-            let stored_or_not =
-                state
-                    .store
-                    .insert(&self.token, &self.user, self.key, stored.clone(), ttl);
-            tracing::trace!(user = %self.user, uri = %self.uri, ?stored_or_not, "response recorded");
+            let route = state.route_hash(&self.key);
+            let outcome = state
+                .store
+                .insert(self.token, &self.user, route, stored.clone(), ttl);
+            tracing::trace!(user = %self.user, uri = %self.uri, ?outcome, "response recorded");
         }
         self.leader
             .complete(Outcome::Response(stored, Served::Collapsed));

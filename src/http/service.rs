@@ -129,8 +129,8 @@ where
         let mut why = Forward::Request;
         if !wants_refresh(&parts.headers) {
             why = Forward::Miss;
-            if let Some(found) = state.store.get(user.as_str(), &*key) {
-                if found.value.matches(&parts.headers) {
+            if let Some(found) = state.store.get(user.as_str(), &state.route_hash(&key)) {
+                if found.value.is_for(&key, &parts.headers) {
                     counters.incr(Event::Hit);
                     let response =
                         found
@@ -144,7 +144,7 @@ where
         counters.incr(Event::Miss);
         let user = user.to_owned_id();
         let normalised = matches!(key, Cow::Owned(_));
-        let key: Box<str> = key.into();
+        let key: Arc<str> = Arc::from(&*key);
         // The normalised target goes upstream, so what is stored under the key is the
         // upstream's answer for exactly that key.
         if normalised {

@@ -22,12 +22,14 @@ pub enum Anonymous {
     Reject,
 }
 
-/// The store of the HTTP layer: per user, per route key, a stored response.
-pub(crate) type ResponseStore = Store<UserId, Box<str>, Arc<StoredResponse>>;
+/// The store of the HTTP layer: per user, per route, a stored response. A lookup clones the
+/// user's bucket, keys included, so the route is keyed by its 64-bit hash; the stored response
+/// carries the route key itself and every hit checks it.
+pub(crate) type ResponseStore = Store<UserId, u64, Arc<StoredResponse>>;
 
 /// One flight per user, route key and user generation: a request that begins after an
 /// invalidation never joins a fetch that began before it.
-pub(crate) type FlightKey = (UserId, Box<str>, u64);
+pub(crate) type FlightKey = (UserId, Arc<str>, u64);
 
 /// What a leader hands its waiters.
 #[derive(Debug, Clone)]
@@ -50,6 +52,14 @@ pub(crate) struct LayerState {
     pub(crate) deadline: Option<Duration>,
     /// The policy every upstream call goes through (a template: tower clones it per request).
     pub(crate) retry: RetryPolicy,
+    pub(crate) route_hasher: quick_cache::DefaultHashBuilder,
+}
+
+impl LayerState {
+    /// The store key of a route key.
+    pub(crate) fn route_hash(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.route_hasher, key)
+    }
 }
 
 impl std::fmt::Debug for LayerState {

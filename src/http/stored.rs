@@ -22,6 +22,8 @@ pub(crate) struct StoredResponse {
     headers: HeaderMap,
     body: Bytes,
     vary: Box<[(HeaderName, Option<HeaderValue>)]>,
+    /// The route key it was stored under.
+    route: Box<str>,
     upstream_age: u64,
     /// The `Cache-Status` members of caches behind this one, which ours must follow.
     upstream_cache_status: Option<String>,
@@ -30,7 +32,12 @@ pub(crate) struct StoredResponse {
 impl StoredResponse {
     /// What to store of an upstream response with `head` and `body`, requested with
     /// `request_headers`.
-    pub(crate) fn new(head: &response::Parts, body: Bytes, request_headers: &HeaderMap) -> Self {
+    pub(crate) fn new(
+        head: &response::Parts,
+        body: Bytes,
+        request_headers: &HeaderMap,
+        route: &str,
+    ) -> Self {
         let parts = head;
         let mut headers = parts.headers.clone();
         strip_hop_by_hop(&mut headers);
@@ -57,6 +64,7 @@ impl StoredResponse {
             headers,
             body,
             vary,
+            route: route.into(),
             upstream_age: age_header(&parts.headers),
             upstream_cache_status,
         }
@@ -71,9 +79,15 @@ impl StoredResponse {
             headers,
             body,
             vary: Box::new([]),
+            route: Box::default(),
             upstream_age: 0,
             upstream_cache_status: None,
         }
+    }
+
+    /// Whether this answers a request for `route` with these headers (`Vary`).
+    pub(crate) fn is_for(&self, route: &str, request_headers: &HeaderMap) -> bool {
+        *self.route == *route && self.matches(request_headers)
     }
 
     /// Whether a request with these headers may be answered by this response (`Vary`).
@@ -184,7 +198,7 @@ mod tests {
             .into_parts();
         let mut request = HeaderMap::new();
         request.insert("accept-language", HeaderValue::from_static("fr"));
-        let stored = StoredResponse::new(&parts, Bytes::from_static(b"hello"), &request);
+        let stored = StoredResponse::new(&parts, Bytes::from_static(b"hello"), &request, "/hello");
         let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 3, Served::Hit);
         let headers = rendered.headers();
         assert!(headers.get("set-cookie").is_none());

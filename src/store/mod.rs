@@ -329,17 +329,14 @@ where
     /// Stores a fetch's `value` unless `user` was invalidated since `token` was taken.
     pub(crate) fn insert(
         &self,
-        token: &WriteToken,
+        mut token: WriteToken,
         user: &U,
         key: K,
         value: V,
         ttl: Duration,
     ) -> Result<(), Refused> {
-        let result = self.write(
-            user,
-            self.slot(key, value, ttl),
-            Mode::Fetched(token.generation),
-        );
+        let mode = Mode::Fetched(token.generation);
+        let result = self.write(user, self.slot(key, value, ttl), mode, &mut token.in_flight);
         if result.is_err() {
             self.shared.counters.incr(Event::StoreRejected);
         }
@@ -349,10 +346,17 @@ where
     /// Stores `value` whatever is in flight (the programmatic `set`); fetches that began
     /// before will not overwrite it.
     pub(crate) fn set(&self, user: &U, key: K, value: V, ttl: Duration) -> Result<(), Refused> {
-        self.write(user, self.slot(key, value, ttl), Mode::Set)
+        self.write(user, self.slot(key, value, ttl), Mode::Set, &mut None)
     }
 
-    fn write(&self, user: &U, slot: Slot<K, V>, mode: Mode) -> Result<(), Refused> {
+    /// Writes `slot`; a fetch's write also ends its flight (`in_flight`, taken once stored).
+    fn write(
+        &self,
+        user: &U,
+        slot: Slot<K, V>,
+        mode: Mode,
+        in_flight: &mut Option<Arc<AtomicUsize>>,
+    ) -> Result<(), Refused> {
         let current = self.shared.current.load();
         let epoch = self.reaper_epoch();
         let max_slots = self.shared.config.max_entries_per_user;
@@ -376,6 +380,17 @@ where
                 next.in_flight = None;
                 // Visits name a generation: those planned for the old one will not count.
                 next.plan = Plan::NONE;
+            }
+            if let Some(ended) = in_flight.take() {
+                ended.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Every hit clones the bucket: once no fetch is in flight, stop carrying the counter.
+            if next
+                .in_flight
+                .as_ref()
+                .is_some_and(|n| n.load(Ordering::Acquire) == 0)
+            {
+                next.in_flight = None;
             }
             let change = Change {
                 delta,
