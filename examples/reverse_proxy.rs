@@ -13,7 +13,10 @@ use integration_cache::proxy::{init_logging, run_demo, shutdown_signal, Proxy, P
 async fn main() -> Result<(), integration_cache::BoxError> {
     let args = ProxyArgs::parse();
     let default_level = if args.demo { "warn" } else { "info" };
-    init_logging(args.log_level.as_deref().unwrap_or(default_level), args.log_format)?;
+    init_logging(
+        args.log_level.as_deref().unwrap_or(default_level),
+        args.log_format,
+    )?;
     if args.demo {
         run_demo(args, shutdown_signal()).await?;
         return Ok(());

@@ -49,7 +49,10 @@ impl Upstream {
                     let answer = handler(request, n);
                     async move { Ok::<_, Infallible>(answer.await) }
                 });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
             }
         });
         Self { addr, calls }
@@ -95,7 +98,15 @@ struct Running {
 
 impl Running {
     async fn start(upstream: &str, flags: &[&str]) -> Self {
-        let mut argv = vec!["reverse_proxy", "--upstream", upstream, "--retry-initial-delay", "5ms", "--retry-max-delay", "20ms"];
+        let mut argv = vec![
+            "reverse_proxy",
+            "--upstream",
+            upstream,
+            "--retry-initial-delay",
+            "5ms",
+            "--retry-max-delay",
+            "20ms",
+        ];
         argv.extend_from_slice(flags);
         let args = ProxyArgs::try_parse_from(argv).unwrap();
         let proxy = Proxy::from_args(&args).unwrap();
@@ -136,7 +147,9 @@ struct Answer {
 
 impl Answer {
     fn x_cache(&self) -> &str {
-        self.headers.get("x-cache").map_or("", |v| v.to_str().unwrap())
+        self.headers
+            .get("x-cache")
+            .map_or("", |v| v.to_str().unwrap())
     }
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -151,11 +164,16 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 async fn send(to: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut request = Request::builder().method(method).uri(format!("http://{to}{path}"));
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{to}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = client().request(request.body(Full::default()).unwrap()).await.unwrap();
+    let response = client()
+        .request(request.body(Full::default()).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = response.into_parts();
     Answer {
         status: parts.status,
@@ -181,7 +199,10 @@ async fn miss_then_hit_per_user_and_bypass_without_one() {
     assert!(second.headers.contains_key("age"));
     assert_eq!(second.headers["cache-status"], "integration-cache; hit");
     let bob = get(proxy.addr, "/api/integrations/status", "bob").await;
-    assert_eq!((bob.x_cache(), bob.text().as_str()), ("MISS", "bob:/api/integrations/status:2"));
+    assert_eq!(
+        (bob.x_cache(), bob.text().as_str()),
+        ("MISS", "bob:/api/integrations/status:2")
+    );
     let anonymous = send(proxy.addr, Method::GET, "/api/integrations/status", &[]).await;
     assert_eq!(anonymous.x_cache(), "BYPASS");
     assert_eq!(upstream.calls(), 3);
@@ -193,7 +214,11 @@ async fn miss_then_hit_per_user_and_bypass_without_one() {
 async fn forwarding_headers_are_set_as_a_reverse_proxy_should() {
     let upstream = Upstream::start(|request: Request<Incoming>, _| async move {
         let h = request.headers();
-        let seen = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let seen = |name: &str| {
+            h.get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
         body(
             StatusCode::OK,
             serde_json::json!({
@@ -212,7 +237,12 @@ async fn forwarding_headers_are_set_as_a_reverse_proxy_should() {
         proxy.addr,
         Method::GET,
         "/h",
-        &[("x-user-id", "ann"), ("host", "public.example"), ("connection", "x-hop"), ("x-hop", "secret")],
+        &[
+            ("x-user-id", "ann"),
+            ("host", "public.example"),
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+        ],
     )
     .await;
     let seen = answer.json();
@@ -238,19 +268,35 @@ async fn a_users_post_invalidates_only_their_entries() {
 #[tokio::test]
 async fn the_admin_api_reports_invalidates_and_checks_its_token() {
     let upstream = Upstream::echo().await;
-    let proxy = Running::start(&upstream.url(), &["--admin-listen", "127.0.0.1:0", "--admin-token", "s3cret"]).await;
+    let proxy = Running::start(
+        &upstream.url(),
+        &["--admin-listen", "127.0.0.1:0", "--admin-token", "s3cret"],
+    )
+    .await;
     let admin = proxy.admin.unwrap();
     get(proxy.addr, "/s", "ann").await;
     get(proxy.addr, "/s", "ann").await;
 
     let health = send(admin, Method::GET, "/healthz", &[]).await;
-    assert_eq!((health.status, health.text().as_str()), (StatusCode::OK, "ok\n"));
+    assert_eq!(
+        (health.status, health.text().as_str()),
+        (StatusCode::OK, "ok\n")
+    );
     let stats = send(admin, Method::GET, "/stats", &[]).await.json();
-    assert_eq!((stats["hits"].as_u64(), stats["misses"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(stats["entries"], 1);
     let metrics = send(admin, Method::GET, "/metrics", &[]).await.text();
-    assert!(metrics.contains("integration_cache_hits_total 1"), "{metrics}");
-    assert!(metrics.contains("# HELP integration_cache_hits_total"), "{metrics}");
+    assert!(
+        metrics.contains("integration_cache_hits_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# HELP integration_cache_hits_total"),
+        "{metrics}"
+    );
 
     for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
@@ -258,15 +304,39 @@ async fn the_admin_api_reports_invalidates_and_checks_its_token() {
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{auth:?}");
         assert_eq!(refused.json()["error"]["code"], "UNAUTHORIZED");
     }
-    assert_eq!(get(proxy.addr, "/s", "ann").await.x_cache(), "HIT", "nothing was invalidated");
-    let done = send(admin, Method::POST, "/invalidate/ann", &[("authorization", "Bearer s3cret")]).await;
+    assert_eq!(
+        get(proxy.addr, "/s", "ann").await.x_cache(),
+        "HIT",
+        "nothing was invalidated"
+    );
+    let done = send(
+        admin,
+        Method::POST,
+        "/invalidate/ann",
+        &[("authorization", "Bearer s3cret")],
+    )
+    .await;
     assert_eq!(done.json()["invalidated"], 1);
     assert_eq!(get(proxy.addr, "/s", "ann").await.x_cache(), "MISS");
-    let cleared = send(admin, Method::POST, "/clear", &[("authorization", "Bearer s3cret")]).await;
+    let cleared = send(
+        admin,
+        Method::POST,
+        "/clear",
+        &[("authorization", "Bearer s3cret")],
+    )
+    .await;
     assert_eq!(cleared.status, StatusCode::OK);
     assert_eq!(get(proxy.addr, "/s", "ann").await.x_cache(), "MISS");
-    assert_eq!(send(admin, Method::GET, "/invalidate/ann", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(send(admin, Method::GET, "/nope", &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(admin, Method::GET, "/invalidate/ann", &[])
+            .await
+            .status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        send(admin, Method::GET, "/nope", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -304,15 +374,25 @@ async fn stale_is_served_when_the_upstream_fails() {
         }
     })
     .await;
-    let proxy = Running::start(&upstream.url(), &["--ttl", "150ms", "--stale-if-error", "1m"]).await;
+    let proxy = Running::start(
+        &upstream.url(),
+        &["--ttl", "150ms", "--stale-if-error", "1m"],
+    )
+    .await;
     assert_eq!(get(proxy.addr, "/s", "ann").await.text(), "good");
     failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stale = get(proxy.addr, "/s", "ann").await;
-    assert_eq!((stale.status, stale.x_cache(), stale.text().as_str()), (StatusCode::OK, "STALE", "good"));
+    assert_eq!(
+        (stale.status, stale.x_cache(), stale.text().as_str()),
+        (StatusCode::OK, "STALE", "good")
+    );
     // Without a stale entry the failure itself is passed on.
     let fresh_user = get(proxy.addr, "/s", "bob").await;
-    assert_eq!((fresh_user.status, fresh_user.x_cache()), (StatusCode::BAD_GATEWAY, "MISS"));
+    assert_eq!(
+        (fresh_user.status, fresh_user.x_cache()),
+        (StatusCode::BAD_GATEWAY, "MISS")
+    );
 }
 
 #[tokio::test]
@@ -338,7 +418,13 @@ async fn a_body_larger_than_max_body_streams_through_uncached() {
     const SIZE: usize = 3 << 20;
     let upstream = Upstream::start(|_request, _| async {
         // Chunked (no Content-Length), so the cap is found while streaming.
-        let chunks = (0..SIZE / 65536).map(|i| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; 65536]))));
+        let chunks = (0..SIZE / 65536).map(|i| {
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(vec![
+                b'a' + (i % 26)
+                    as u8;
+                65536
+            ])))
+        });
         Response::new(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
     })
     .await;
@@ -346,7 +432,11 @@ async fn a_body_larger_than_max_body_streams_through_uncached() {
     for _ in 0..2 {
         let answer = get(proxy.addr, "/big", "ann").await;
         assert_eq!(answer.body.len(), SIZE);
-        assert!(answer.body.chunks(65536).enumerate().all(|(i, c)| c.iter().all(|&b| b == b'a' + (i % 26) as u8)));
+        assert!(answer
+            .body
+            .chunks(65536)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == b'a' + (i % 26) as u8)));
         assert_eq!(answer.x_cache(), "MISS");
     }
     assert_eq!(upstream.calls(), 2, "not cached");
@@ -366,9 +456,15 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stopped = tokio::spawn(proxy.shutdown());
     let answer = in_flight.await.unwrap();
-    assert_eq!((answer.status, answer.text().as_str()), (StatusCode::OK, "worth the wait"));
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (StatusCode::OK, "worth the wait")
+    );
     stopped.await.unwrap().unwrap();
-    assert!(TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }
 
 /// Writes `raw` on a fresh connection and returns the status line of the answer.
@@ -377,7 +473,11 @@ async fn raw_status(to: SocketAddr, raw: &[u8]) -> String {
     stream.write_all(raw).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -392,10 +492,17 @@ async fn bad_input_gets_a_4xx_and_never_reaches_the_cache_or_upstream() {
     )
     .await;
     assert!(smuggling.starts_with("HTTP/1.1 400"), "{smuggling}");
-    let huge = format!("GET /s HTTP/1.1\r\nHost: x\r\nx-user-id: ann\r\nx-big: {}\r\n\r\n", "a".repeat(100_000));
+    let huge = format!(
+        "GET /s HTTP/1.1\r\nHost: x\r\nx-user-id: ann\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
     let too_large = raw_status(proxy.addr, huge.as_bytes()).await;
     assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large}");
-    let connect = raw_status(proxy.addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n").await;
+    let connect = raw_status(
+        proxy.addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
     assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
     assert_eq!(upstream.calls(), 0);
     assert_eq!(proxy.handle.stats().entries, 0);
@@ -412,16 +519,24 @@ async fn conflicting_transfer_encoding_and_content_length_never_smuggle_a_reques
     .await;
     // hyper either refuses the message (400) or lets chunked framing win; either way the
     // bytes after the chunked body must not become a second request upstream.
-    assert!(status.starts_with("HTTP/1.1 400") || status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        status.starts_with("HTTP/1.1 400") || status.starts_with("HTTP/1.1 200"),
+        "{status}"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(upstream.calls() <= 1, "a smuggled request reached the upstream");
+    assert!(
+        upstream.calls() <= 1,
+        "a smuggled request reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn http2_cleartext_is_served_too() {
     let upstream = Upstream::echo().await;
     let proxy = Running::start(&upstream.url(), &[]).await;
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     for expected in ["MISS", "HIT"] {
         let request = Request::get(format!("http://{}/h2", proxy.addr))
             .header("x-user-id", "ann")
@@ -450,16 +565,38 @@ async fn users_can_come_from_verified_jwts() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let upstream = Upstream::echo().await;
     let proxy = Running::start(&upstream.url(), &["--jwt-secret", "jwt-s3cret"]).await;
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
     let token = |sub: &str, key: &[u8]| {
         let claims = serde_json::json!({ "sub": sub, "exp": exp });
-        format!("Bearer {}", encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap())
+        format!(
+            "Bearer {}",
+            encode(&Header::default(), &claims, &EncodingKey::from_secret(key)).unwrap()
+        )
     };
     let ann = token("ann", b"jwt-s3cret");
-    assert_eq!(send(proxy.addr, Method::GET, "/s", &[("authorization", &ann)]).await.x_cache(), "MISS");
-    assert_eq!(send(proxy.addr, Method::GET, "/s", &[("authorization", &ann)]).await.x_cache(), "HIT");
+    assert_eq!(
+        send(proxy.addr, Method::GET, "/s", &[("authorization", &ann)])
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        send(proxy.addr, Method::GET, "/s", &[("authorization", &ann)])
+            .await
+            .x_cache(),
+        "HIT"
+    );
     let forged = token("ann", b"guessed");
-    assert_eq!(send(proxy.addr, Method::GET, "/s", &[("authorization", &forged)]).await.x_cache(), "BYPASS");
+    assert_eq!(
+        send(proxy.addr, Method::GET, "/s", &[("authorization", &forged)])
+            .await
+            .x_cache(),
+        "BYPASS"
+    );
     // The header is ignored once JWTs are on.
     assert_eq!(get(proxy.addr, "/s", "ann").await.x_cache(), "BYPASS");
 }
@@ -474,7 +611,13 @@ fn every_flag_is_documented_and_readable_from_the_environment() {
             continue;
         }
         assert!(arg.get_help().is_some(), "--{id} has no help");
-        let env = arg.get_env().unwrap_or_else(|| panic!("--{id} has no env var"));
-        assert_eq!(env.to_str().unwrap(), format!("IC_{}", id.to_uppercase()), "--{id}");
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("--{id} has no env var"));
+        assert_eq!(
+            env.to_str().unwrap(),
+            format!("IC_{}", id.to_uppercase()),
+            "--{id}"
+        );
     }
 }
