@@ -1,6 +1,8 @@
 //! `IntegrationCacheLayer` in process: `ServiceBuilder` + `service_fn` upstreams, `oneshot`,
 //! and paused tokio time, so TTLs, backoff and deadlines are virtual and exact.
 
+mod support;
+
 use std::convert::Infallible;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,6 +17,7 @@ use integration_cache::http::{
 };
 use integration_cache::retry::RetryBudget;
 use integration_cache::{RetryConfig, CACHE_TTL};
+use support::{read, Answer};
 use tokio::time::{advance, Instant};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
@@ -74,23 +77,6 @@ impl Echo {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn x_cache(&self) -> &str {
-        self.headers
-            .get("x-cache")
-            .map_or("", |v| v.to_str().unwrap())
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 async fn send<S, B>(service: &S, request: Req) -> Answer
 where
     S: Service<Req, Response = Response<B>> + Clone,
@@ -98,14 +84,7 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let response = service.clone().oneshot(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    read(service.clone().oneshot(request).await.unwrap()).await
 }
 
 fn get(path: &str, user: &str) -> Req {

@@ -6,6 +6,8 @@
 //! and nothing asserts on how long anything took. Each server runs on port 0 and is shut down at
 //! the end of its test.
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use integration_cache::http::{
 };
 use integration_cache::RetryConfig;
 use serde_json::{json, Value};
+use support::{read, Answer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -44,43 +47,6 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// A response read to its end.
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map_or("", |v| v.to_str().expect("ASCII header"))
-    }
-
-    fn x_cache(&self) -> &str {
-        self.header("x-cache")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-async fn read<B>(response: Response<B>) -> Answer
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Debug,
-{
-    let (parts, body) = response.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("the whole body").to_bytes(),
-    }
 }
 
 // ---------------------------------------------------------------- the axum app

@@ -3,16 +3,17 @@
 //!
 //! # Shape
 //!
-//! A [`quick_cache`] map from user to an immutable [`Bucket`] of that user's entries (sub-keyed:
-//! one per route for the HTTP layer, a single one for the programmatic API). Chosen with a
-//! criterion bench against moka and a hand-written sharded `RwLock<HashMap>` (figures in
-//! `BENCHMARKS.md`): quick_cache gives the fastest random-key hit at 1 M entries and a real,
-//! scan-resistant eviction policy (S3-FIFO) weighted by bytes or entries; what it lacks (TTL,
-//! per-user grouping, invalidation that races correctly with in-flight fetches) is the thin layer
-//! written here.
+//! A [`quick_cache`] map from user to a [`Bucket`] of that user's entries (sub-keyed: one per
+//! route for the HTTP layer, a single one for the programmatic API), held by value with one entry
+//! inline. Chosen with a criterion bench against moka and a hand-written sharded
+//! `RwLock<HashMap>` (figures in `BENCHMARKS.md`): quick_cache gives the fastest random-key hit of
+//! the structures with an eviction policy, and a real, scan-resistant one (S3-FIFO) weighted by
+//! bytes or entries; what it lacks (TTL, per-user grouping, invalidation that races correctly
+//! with in-flight fetches) is the thin layer written here.
 //!
-//! - `get`: one read-locked lookup, an `Arc` clone, a short scan of the user's entries, an expiry
-//!   check against tokio's clock (so paused time in tests moves it), kept as 8-byte [`Tick`]s.
+//! - `get`: one read-locked lookup that clones the user's (small) bucket, a scan of its entries,
+//!   and an expiry check against tokio's clock (so paused time in tests moves it), with times kept
+//!   as 8-byte [`Tick`]s.
 //! - `invalidate(user)`: removes the bucket, dropping all of that user's entries at once.
 //! - `clear`: swaps in an empty map and drops the old one off the caller's thread.
 //! - Expiry: entries are never served past `fresh_until`; the [reaper](reaper) reclaims them
@@ -22,7 +23,9 @@
 //!
 //! A miss calls [`Store::begin`] before it fetches and passes the [`WriteToken`] to
 //! [`Store::insert`]. The token is the generation of the user's bucket; invalidation removes the
-//! bucket, so a fetch that started before an invalidation can never store what it fetched.
+//! bucket (and `set` gives it a new generation), so a fetch that started before either can never
+//! store what it fetched. While a token is held the bucket is pinned: neither evicted nor
+//! reclaimed, so a slow fetch still stores.
 
 mod bucket;
 mod clock;

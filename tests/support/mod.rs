@@ -4,6 +4,54 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::BodyExt;
+
+/// A response read whole: status, headers, body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// A header's value, or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().expect("ASCII header"))
+    }
+
+    /// `X-Cache`, or `""`.
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Reads `response` to the end of its body.
+pub async fn read<B>(response: Response<B>) -> Answer
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("the whole body").to_bytes(),
+    }
+}
+
 /// Captured `tracing` output for the current thread, as plain text without timestamps or ANSI.
 pub struct Logs {
     buffer: Arc<Mutex<Vec<u8>>>,
