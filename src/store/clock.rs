@@ -1,10 +1,22 @@
-//! [`Tick`]: a point in time in 8 bytes.
+//! [`Tick`]: a point in time in 8 bytes, and the [`Clock`] that reads it.
 //!
 //! Entries carry several timestamps; as `tokio::time::Instant`s (16 bytes each) they made a
 //! bucket large enough that a million users' buckets no longer fit the TLB's reach, and a
 //! random lookup paid a page walk. Nanoseconds since the store was created fit in a `u64` for
-//! 584 years. The clock is still tokio's, so paused time in tests moves it.
+//! 584 years.
+//!
+//! Every hit reads the clock, and how it is read matters more than it seems. `Instant::now`
+//! (tokio's or std's) is a vDSO `clock_gettime`, which reads the CPU's time-stamp counter with an
+//! *ordered* instruction: it waits until every earlier instruction has finished, so the CPU
+//! cannot overlap one lookup's cache misses with the next one's, and at a million users a hit
+//! cost 259 ns instead of 195 ns (BENCHMARKS.md). So outside tests the clock reads the counter
+//! through `quanta`, unordered and calibrated against the same monotonic clock tokio uses.
+//!
+//! Tests keep tokio's clock: a store created while tokio's clock is paused
+//! (`#[tokio::test(start_paused = true)]`, `tokio::time::pause()`) reads `tokio::time::Instant`
+//! on every access, so `advance` moves its entries towards expiry exactly.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -31,33 +43,97 @@ impl Tick {
     }
 }
 
-/// Reads tokio's clock as [`Tick`]s.
-#[derive(Debug, Clone, Copy)]
+/// Reads the time as [`Tick`]s, and turns a future tick into a deadline for tokio's timers.
+#[derive(Debug)]
 pub(crate) struct Clock {
     start: Instant,
+    /// The CPU's counter (or, where it is unreliable, the OS's monotonic clock), read through
+    /// `quanta` from the raw value it had at `start`.
+    counter: quanta::Clock,
+    counter_start: u64,
+    /// Set once tokio's clock was seen paused, and never cleared: from then on the store reads
+    /// tokio's clock, which is always right, only slower.
+    follows_tokio: AtomicBool,
 }
 
 impl Clock {
+    /// A clock starting now: tokio's if tokio's clock is paused, else the CPU's counter.
     pub(crate) fn new() -> Self {
-        Self {
+        // The first `quanta::Clock` in a process calibrates the counter (a few milliseconds);
+        // later ones copy that calibration.
+        let counter = quanta::Clock::new();
+        let clock = Self {
             start: Instant::now(),
+            counter_start: counter.raw(),
+            counter,
+            follows_tokio: AtomicBool::new(false),
+        };
+        clock.follow_runtime();
+        clock
+    }
+
+    /// Switches to tokio's clock if it is paused in the runtime we are in. Called when the
+    /// store is created and whenever it starts its reaper in a new runtime, which its first
+    /// write there does; so a store created outside a paused test runtime follows it too.
+    pub(crate) fn follow_runtime(&self) {
+        if !self.follows_tokio() && tokio_clock_is_paused() {
+            self.follows_tokio.store(true, Ordering::Relaxed);
         }
     }
 
+    fn follows_tokio(&self) -> bool {
+        self.follows_tokio.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn now(&self) -> Tick {
-        self.tick(Instant::now())
-    }
-
-    pub(crate) fn tick(&self, instant: Instant) -> Tick {
-        Tick(
-            u64::try_from(instant.saturating_duration_since(self.start).as_nanos())
+        if self.follows_tokio() {
+            Tick(
+                u64::try_from(
+                    Instant::now()
+                        .saturating_duration_since(self.start)
+                        .as_nanos(),
+                )
                 .unwrap_or(u64::MAX),
-        )
+            )
+        } else {
+            // 0 if the counter reads below its start (another core's may lag by a few
+            // cycles), so ticks never wrap.
+            Tick(
+                self.counter
+                    .delta_as_nanos(self.counter_start, self.counter.raw()),
+            )
+        }
     }
 
-    pub(crate) fn instant(&self, tick: Tick) -> Instant {
-        self.start + Duration::from_nanos(tick.0)
+    /// The tokio instant at which this clock will read `tick`, for a timer.
+    ///
+    /// The counter and tokio's clock may drift apart by a few parts per million, so for the
+    /// counter this is measured from now rather than from the start: a timer set this way
+    /// never fires early by more than the drift over the wait, and is never long overdue.
+    pub(crate) fn deadline(&self, tick: Tick) -> Instant {
+        if self.follows_tokio() {
+            self.start + Duration::from_nanos(tick.0)
+        } else {
+            Instant::now() + tick.since(self.now())
+        }
     }
+}
+
+/// Whether tokio's clock, in the runtime we are in, stands still.
+///
+/// tokio offers no query for this. A paused clock only moves when told to (or, with
+/// auto-advance, when the runtime is idle, which it is not while this function runs), so it
+/// reads the same before and after a short wait in real time; a running clock does not.
+fn tokio_clock_is_paused() -> bool {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return false;
+    }
+    let before = Instant::now();
+    let real = std::time::Instant::now();
+    while real.elapsed() < Duration::from_micros(2) {
+        std::hint::spin_loop();
+    }
+    Instant::now() == before
 }
 
 #[cfg(test)]
@@ -67,15 +143,46 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ticks_follow_paused_time() {
         let clock = Clock::new();
+        assert!(clock.follows_tokio());
         let start = clock.now();
         tokio::time::advance(Duration::from_millis(1500)).await;
         let later = clock.now();
         assert_eq!(later.since(start), Duration::from_millis(1500));
         assert_eq!(start.since(later), Duration::ZERO);
-        assert_eq!(clock.tick(clock.instant(later)), later);
+        assert_eq!(
+            clock.deadline(later),
+            clock.start + Duration::from_millis(1500)
+        );
         assert_eq!(
             Tick(u64::MAX - 1).after(Duration::from_secs(1)),
             Tick(u64::MAX)
         );
+    }
+
+    #[tokio::test]
+    async fn running_time_reads_the_counter() {
+        let clock = Clock::new();
+        assert!(!clock.follows_tokio());
+        let (tokio_start, start) = (Instant::now(), clock.now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (tokio_elapsed, elapsed) = (tokio_start.elapsed(), clock.now().since(start));
+        // Both clocks measured the same wait; allow for scheduling between the two reads.
+        assert!(elapsed >= Duration::from_millis(20), "{elapsed:?}");
+        assert!(
+            elapsed.abs_diff(tokio_elapsed) < Duration::from_millis(5),
+            "{elapsed:?} vs {tokio_elapsed:?}"
+        );
+        let due = clock.now().after(Duration::from_millis(50));
+        let deadline = clock.deadline(due);
+        let wait = deadline - Instant::now();
+        assert!(
+            wait <= Duration::from_millis(50) && wait > Duration::from_millis(40),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn outside_a_runtime_reads_the_counter() {
+        assert!(!Clock::new().follows_tokio());
     }
 }

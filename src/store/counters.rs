@@ -54,7 +54,7 @@ impl<const N: usize> Striped<N> {
     }
 }
 
-fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;

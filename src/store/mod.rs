@@ -12,8 +12,9 @@
 //! with in-flight fetches) is the thin layer written here.
 //!
 //! - `get`: one read-locked lookup that clones the user's (small) bucket, a scan of its entries,
-//!   and an expiry check against tokio's clock (so paused time in tests moves it), with times kept
-//!   as 8-byte [`Tick`]s.
+//!   and an expiry check against the store's [`Clock`] (the CPU's counter, read without stalling
+//!   the lookups around it; tokio's clock when that is paused, so `advance` in tests moves it),
+//!   with times kept as 8-byte [`Tick`]s.
 //! - `invalidate(user)`: removes the bucket, dropping all of that user's entries at once.
 //! - `clear`: swaps in an empty map and drops the old one off the caller's thread.
 //! - Expiry: entries are never served past `fresh_until`; the [reaper](reaper) reclaims them
@@ -28,6 +29,7 @@
 //! reclaimed, so a slow fetch still stores.
 
 mod bucket;
+mod clearing;
 mod clock;
 pub(crate) mod counters;
 mod reaper;
@@ -35,15 +37,15 @@ mod reaper;
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use quick_cache::sync::{EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use tokio::time::Instant;
 
 use self::bucket::{Bucket, Delta, Plan, Slot};
+use self::clearing::{off_thread, Cleared, Fence, Sweeps};
 use self::clock::{Clock, Tick};
 use self::counters::{Counters, Event, Gauge};
 use self::reaper::{Reap, Reaper};
@@ -166,12 +168,6 @@ pub(crate) struct Census {
 type Map<U, K, V> =
     quick_cache::sync::Cache<U, Bucket<K, V>, BucketWeighter, DefaultHashBuilder, Lifecycles>;
 
-/// One map and the count of entries in it; `clear` replaces both.
-struct Generation<U, K, V> {
-    map: Map<U, K, V>,
-    entries: Arc<Gauge>,
-}
-
 #[derive(Clone)]
 struct BucketWeighter;
 
@@ -186,6 +182,7 @@ impl<U, K, V> Weighter<U, Bucket<K, V>> for BucketWeighter {
 struct Lifecycles {
     counters: Arc<Counters>,
     entries: Arc<Gauge>,
+    cleared: Arc<Cleared>,
 }
 
 impl<U, K, V> Lifecycle<U, Bucket<K, V>> for Lifecycles {
@@ -195,15 +192,24 @@ impl<U, K, V> Lifecycle<U, Bucket<K, V>> for Lifecycles {
         bucket.has_fetches_in_flight()
     }
 
+    // quick_cache evicts only while something is inserted, which the store does under its
+    // fence, so the liveness seen here holds until the count is changed.
     fn on_evict(&self, _state: &mut (), _user: U, bucket: Bucket<K, V>) {
-        self.entries.sub(bucket.slots.len());
-        self.counters
-            .add(Event::Eviction, bucket.slots.len() as u64);
+        if self.cleared.is_live(bucket.generation) {
+            self.entries.sub(bucket.slots.len());
+            self.counters
+                .add(Event::Eviction, bucket.slots.len() as u64);
+        }
     }
 }
 
 struct Shared<U, K, V> {
-    current: ArcSwap<Generation<U, K, V>>,
+    map: Map<U, K, V>,
+    /// Entries resident in live (not cleared) buckets.
+    entries: Arc<Gauge>,
+    cleared: Arc<Cleared>,
+    fence: Fence,
+    sweeps: Sweeps,
     clock: Clock,
     config: StoreConfig<V>,
     units: Units,
@@ -245,10 +251,27 @@ where
 {
     pub(crate) fn new(config: StoreConfig<V>, counters: Arc<Counters>) -> Self {
         let units = config.units();
-        let first = Generation::new(units, config.max_entries, &counters);
+        let entries = Arc::new(Gauge::default());
+        let cleared = Arc::new(Cleared::default());
+        let lifecycle = Lifecycles {
+            counters: counters.clone(),
+            entries: entries.clone(),
+            cleared: cleared.clone(),
+        };
+        let map = quick_cache::sync::Cache::with(
+            units.estimated_items(config.max_entries),
+            units.capacity(),
+            BucketWeighter,
+            DefaultHashBuilder::default(),
+            lifecycle,
+        );
         Self {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(first),
+                map,
+                entries,
+                cleared,
+                fence: Fence::default(),
+                sweeps: Sweeps::default(),
                 clock: Clock::new(),
                 config,
                 units,
@@ -270,7 +293,7 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let bucket = self.shared.current.load().map.get(user)?;
+        let bucket = self.live_bucket(user)?;
         let slot = bucket.slots.take(key)?;
         let now = self.shared.clock.now();
         if now >= slot.fresh_until {
@@ -286,46 +309,73 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let bucket = self.shared.current.load().map.get(user)?;
+        let bucket = self.live_bucket(user)?;
         let slot = bucket.slots.take(key)?;
         let now = self.shared.clock.now();
         (now < slot.keep_until).then(|| found(slot, now))
     }
 
+    /// The user's bucket unless it was cleared (then it is removed, as nothing counts it).
+    fn live_bucket<Q>(&self, user: &Q) -> Option<Bucket<K, V>>
+    where
+        Q: Hash + Equivalent<U> + ?Sized,
+    {
+        let shared = &*self.shared;
+        let bucket = shared.map.get(user)?;
+        if shared.cleared.is_live(bucket.generation) {
+            return Some(bucket);
+        }
+        shared
+            .map
+            .remove_if(user, |bucket| !shared.cleared.is_live(bucket.generation));
+        None
+    }
+
     /// Marks the start of a fetch for `user`; pass the token to [`Store::insert`].
     pub(crate) fn begin(&self, user: &U) -> WriteToken {
-        let current = self.shared.current.load();
-        let result = current.map.entry(user, None, |_, bucket| {
-            EntryAction::Retain((bucket.generation, bucket.enter_flight()))
-        });
-        match result {
-            EntryResult::Retained((generation, in_flight)) => WriteToken {
-                generation,
-                in_flight: Some(in_flight),
-            },
-            EntryResult::Vacant(guard) => {
-                let epoch = self.reaper_epoch();
-                let generation = self.next_generation();
-                let idle_until = far(self.shared.clock.now(), self.shared.config.idle_for);
-                let mut bucket = Bucket::empty(generation, idle_until);
-                let in_flight = bucket.enter_flight();
-                let visit = plan(&mut bucket, epoch);
-                if guard.insert(bucket).is_ok() {
-                    if let Some(at) = visit {
-                        let at = self.shared.clock.instant(at);
-                        self.shared.reaper.schedule(user.clone(), generation, at);
-                    }
+        let shared = &*self.shared;
+        let _fence = shared.fence.hold();
+        loop {
+            let result = shared.map.entry(user, None, |_, bucket| {
+                if shared.cleared.is_live(bucket.generation) {
+                    EntryAction::Retain((bucket.generation, bucket.enter_flight()))
+                } else {
+                    EntryAction::Remove
                 }
-                WriteToken {
+            });
+            return match result {
+                EntryResult::Retained((generation, in_flight)) => WriteToken {
                     generation,
                     in_flight: Some(in_flight),
+                },
+                // A cleared bucket, counted nowhere, made way: look again.
+                EntryResult::Removed(..) => continue,
+                EntryResult::Vacant(guard) => {
+                    let epoch = self.reaper_epoch();
+                    let generation = self.next_generation();
+                    let idle_until = far(shared.clock.now(), shared.config.idle_for);
+                    let mut bucket = Bucket::empty(generation, idle_until);
+                    let in_flight = bucket.enter_flight();
+                    let visit = plan(&mut bucket, epoch);
+                    if guard.insert(bucket).is_ok() {
+                        if let Some(at) = visit {
+                            let deadline = shared.clock.deadline(at);
+                            shared
+                                .reaper
+                                .schedule(user.clone(), generation, at, deadline);
+                        }
+                    }
+                    WriteToken {
+                        generation,
+                        in_flight: Some(in_flight),
+                    }
                 }
-            }
-            // Only `Retain` is ever returned above, and no timeout was given.
-            _ => WriteToken {
-                generation: 0,
-                in_flight: None,
-            },
+                // Only `Retain` and `Remove` are returned above, and no timeout was given.
+                _ => WriteToken {
+                    generation: 0,
+                    in_flight: None,
+                },
+            };
         }
     }
 
@@ -339,7 +389,7 @@ where
         ttl: Duration,
     ) -> Result<(), Refused> {
         let mode = Mode::Fetched(token.generation);
-        let result = self.write(user, self.slot(key, value, ttl), mode, &mut token.in_flight);
+        let result = self.write(user, (key, value, ttl), mode, &mut token.in_flight);
         if result.is_err() {
             self.shared.counters.incr(Event::StoreRejected);
         }
@@ -349,72 +399,90 @@ where
     /// Stores `value` whatever is in flight (the programmatic `set`); fetches that began
     /// before will not overwrite it.
     pub(crate) fn set(&self, user: &U, key: K, value: V, ttl: Duration) -> Result<(), Refused> {
-        self.write(user, self.slot(key, value, ttl), Mode::Set, &mut None)
+        self.write(user, (key, value, ttl), Mode::Set, &mut None)
     }
 
-    /// Writes `slot`; a fetch's write also ends its flight (`in_flight`, taken once stored).
+    /// Writes `value`; a fetch's write also ends its flight (`in_flight`, taken once stored).
     fn write(
         &self,
         user: &U,
-        slot: Slot<K, V>,
+        (key, value, ttl): (K, V, Duration),
         mode: Mode,
         in_flight: &mut Option<Arc<AtomicUsize>>,
     ) -> Result<(), Refused> {
-        let current = self.shared.current.load();
+        let shared = &*self.shared;
+        let _fence = shared.fence.hold();
+        if let Mode::Fetched(generation) = mode {
+            if !shared.cleared.is_live(generation) {
+                return Err(Refused::Outdated);
+            }
+        }
+        // First, as starting the reaper in a new runtime may switch the clock to tokio's.
         let epoch = self.reaper_epoch();
-        let max_slots = self.shared.config.max_entries_per_user;
-        let admitted = admission_limit(current.map.shard_capacity());
+        let slot = self.slot(key, value, ttl);
+        let max_slots = shared.config.max_entries_per_user;
+        let admitted = admission_limit(shared.map.shard_capacity());
         let mut slot = Some(slot);
         // A bucket that grows goes back in through quick_cache's insert path, which evicts to
         // stay within capacity; growing it in place would not.
         let mut grown = None;
-        let result = current.map.entry(user, None, |_, bucket| {
-            if let Mode::Fetched(generation) = mode {
-                if bucket.generation != generation {
-                    return EntryAction::Retain(Err(Refused::Outdated));
+        let result = loop {
+            let result = shared.map.entry(user, None, |_, bucket| {
+                if !shared.cleared.is_live(bucket.generation) {
+                    return EntryAction::Remove;
                 }
+                if let Mode::Fetched(generation) = mode {
+                    if bucket.generation != generation {
+                        return EntryAction::Retain(Err(Refused::Outdated));
+                    }
+                }
+                let (mut next, delta) =
+                    bucket.with_slot(slot.take().expect("runs once"), max_slots);
+                if next.weight() > admitted {
+                    return EntryAction::Retain(Err(Refused::TooHeavy));
+                }
+                if let Mode::Set = mode {
+                    next.generation = self.next_generation();
+                    next.in_flight = None;
+                    // Visits name a generation: those planned for the old one will not count.
+                    next.plan = Plan::NONE;
+                }
+                if let Some(ended) = in_flight.take() {
+                    ended.fetch_sub(1, Ordering::AcqRel);
+                }
+                // Every hit clones the bucket: once no fetch is in flight, stop carrying the counter.
+                if next
+                    .in_flight
+                    .as_ref()
+                    .is_some_and(|n| n.load(Ordering::Acquire) == 0)
+                {
+                    next.in_flight = None;
+                }
+                let change = Change {
+                    delta,
+                    generation: next.generation,
+                    visit: plan(&mut next, epoch),
+                };
+                if next.weight() > bucket.weight() {
+                    grown = Some((next, change));
+                    EntryAction::ReplaceWithGuard
+                } else {
+                    *bucket = next;
+                    EntryAction::Retain(Ok(change))
+                }
+            });
+            // A cleared bucket, counted nowhere, made way: look again.
+            if !matches!(result, EntryResult::Removed(..)) {
+                break result;
             }
-            let (mut next, delta) = bucket.with_slot(slot.take().expect("runs once"), max_slots);
-            if next.weight() > admitted {
-                return EntryAction::Retain(Err(Refused::TooHeavy));
-            }
-            if let Mode::Set = mode {
-                next.generation = self.next_generation();
-                next.in_flight = None;
-                // Visits name a generation: those planned for the old one will not count.
-                next.plan = Plan::NONE;
-            }
-            if let Some(ended) = in_flight.take() {
-                ended.fetch_sub(1, Ordering::AcqRel);
-            }
-            // Every hit clones the bucket: once no fetch is in flight, stop carrying the counter.
-            if next
-                .in_flight
-                .as_ref()
-                .is_some_and(|n| n.load(Ordering::Acquire) == 0)
-            {
-                next.in_flight = None;
-            }
-            let change = Change {
-                delta,
-                generation: next.generation,
-                visit: plan(&mut next, epoch),
-            };
-            if next.weight() > bucket.weight() {
-                grown = Some((next, change));
-                EntryAction::ReplaceWithGuard
-            } else {
-                *bucket = next;
-                EntryAction::Retain(Ok(change))
-            }
-        });
+        };
         let change = match result {
             EntryResult::Retained(outcome) => outcome?,
             EntryResult::Replaced(guard, old) => {
                 let (next, change) = grown.take().expect("set before ReplaceWithGuard");
                 if guard.insert(next).is_err() {
                     // Invalidated while the bucket was out: its entries are gone, ours too.
-                    current.entries.sub(old.slots.len());
+                    shared.entries.sub(old.slots.len());
                     return Err(Refused::Outdated);
                 }
                 change
@@ -444,14 +512,14 @@ where
             }
             _ => return Err(Refused::Outdated),
         };
-        current.entries.add(change.delta.added);
-        current.entries.sub(change.delta.removed);
-        self.shared.counters.incr(Event::Stored);
+        shared.entries.add(change.delta.added);
+        shared.entries.sub(change.delta.removed);
+        shared.counters.incr(Event::Stored);
         if let Some(at) = change.visit {
-            let at = self.shared.clock.instant(at);
-            self.shared
+            let deadline = shared.clock.deadline(at);
+            shared
                 .reaper
-                .schedule(user.clone(), change.generation, at);
+                .schedule(user.clone(), change.generation, at, deadline);
         }
         Ok(())
     }
@@ -461,43 +529,56 @@ where
     where
         Q: Hash + Equivalent<U> + ?Sized,
     {
-        let current = self.shared.current.load();
-        let Some((_, bucket)) = current.map.remove(user) else {
+        let shared = &*self.shared;
+        let _fence = shared.fence.hold();
+        let Some((_, bucket)) = shared.map.remove(user) else {
             return 0;
         };
+        if !shared.cleared.is_live(bucket.generation) {
+            return 0;
+        }
         let removed = bucket.slots.len();
-        current.entries.sub(removed);
+        shared.entries.sub(removed);
         self.shared
             .counters
             .add(Event::Invalidation, removed as u64);
         removed
     }
 
-    /// Drops every entry of every user, in O(1): the old map is released off this thread.
+    /// Drops every entry of every user, in O(1): every bucket that exists now is marked
+    /// cleared, and its memory comes back as it is met (see [`clearing`]).
     pub(crate) fn clear(&self) {
-        let shared = &self.shared;
-        let fresh = Generation::new(shared.units, shared.config.max_entries, &shared.counters);
-        let old = shared.current.swap(Arc::new(fresh));
-        shared
-            .counters
-            .add(Event::Invalidation, old.entries.get() as u64);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(old))),
-            Err(_) => drop(old),
+        let shared = &*self.shared;
+        let closed = shared.fence.close();
+        let next = shared.next_generation.load(Ordering::Acquire);
+        shared.cleared.drop_below(next, &closed);
+        let dropped = shared.entries.get();
+        shared.entries.sub(dropped);
+        drop(closed);
+        shared.counters.add(Event::Invalidation, dropped as u64);
+        if shared.sweeps.begin() {
+            let store = Arc::downgrade(&self.shared);
+            if !off_thread(move || sweep(&store)) {
+                // Cleared buckets still go as they are met; the next `clear` tries again.
+                shared.sweeps.finish(&shared.cleared, next);
+            }
         }
     }
 
     /// Entries resident, fresh or stale.
     pub(crate) fn len(&self) -> usize {
-        self.shared.current.load().entries.get()
+        self.shared.entries.get()
     }
 
     /// Fresh and stale entries counted one by one: O(entries), one shard read-locked at a time.
     pub(crate) fn census(&self) -> Census {
-        let now = self.shared.clock.now();
-        let current = self.shared.current.load();
+        let shared = &*self.shared;
+        let now = shared.clock.now();
         let mut census = Census::default();
-        for (_, bucket) in current.map.iter() {
+        for (_, bucket) in shared.map.iter() {
+            if !shared.cleared.is_live(bucket.generation) {
+                continue;
+            }
             for slot in bucket.slots.as_slice() {
                 if now < slot.fresh_until {
                     census.fresh += 1;
@@ -511,8 +592,7 @@ where
 
     /// The weight the map holds and its capacity (bytes or entries).
     pub(crate) fn weight(&self) -> (u64, u64) {
-        let current = self.shared.current.load();
-        (current.map.weight(), current.map.capacity())
+        (self.shared.map.weight(), self.shared.map.capacity())
     }
 
     /// The entry's remaining freshness.
@@ -593,7 +673,9 @@ fn far(from: Tick, by: Duration) -> Tick {
 
 /// quick_cache turns away an item heavier than 97% of a shard; stay clear of that edge.
 fn admission_limit(shard_capacity: u64) -> u64 {
-    (shard_capacity / 100 * 96).max(1)
+    u64::try_from(u128::from(shard_capacity) * 96 / 100)
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Plans the reaper's visit for `bucket`'s next departure, unless a visit by the running reaper
@@ -619,34 +701,42 @@ struct Change {
     visit: Option<Tick>,
 }
 
-fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
-    Found {
-        value: slot.value,
-        resident: now.since(slot.stored_at),
-        fresh_for: slot.fresh_until.since(now),
-    }
-}
-
-impl<U, K, V> Generation<U, K, V>
+/// Removes cleared buckets until none is left (see [`clearing`]).
+fn sweep<U, K, V>(store: &Weak<Shared<U, K, V>>)
 where
     U: Hash + Eq + Clone,
     K: Clone,
     V: Clone,
 {
-    fn new(units: Units, max_entries: Option<u64>, counters: &Arc<Counters>) -> Self {
-        let entries = Arc::new(Gauge::default());
-        let lifecycle = Lifecycles {
-            counters: counters.clone(),
-            entries: entries.clone(),
+    loop {
+        let Some(shared) = store.upgrade() else {
+            return;
         };
-        let map = quick_cache::sync::Cache::with(
-            units.estimated_items(max_entries),
-            units.capacity(),
-            BucketWeighter,
-            DefaultHashBuilder::default(),
-            lifecycle,
-        );
-        Self { map, entries }
+        let below = shared.cleared.below();
+        // Collected first: quick_cache's iterator resumes from the last item it gave, which
+        // must not be removed under it.
+        let cleared: Vec<U> = shared
+            .map
+            .iter()
+            .filter(|(_, bucket)| bucket.generation < below)
+            .map(|(user, _)| user)
+            .collect();
+        for user in &cleared {
+            shared
+                .map
+                .remove_if(user, |bucket| bucket.generation < below);
+        }
+        if !shared.sweeps.finish(&shared.cleared, below) {
+            return;
+        }
+    }
+}
+
+fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
+    Found {
+        value: slot.value,
+        resident: now.since(slot.stored_at),
+        fresh_for: slot.fresh_until.since(now),
     }
 }
 
@@ -662,16 +752,20 @@ where
     K: Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn reap(&self, user: &U, generation: u64, planned: Instant, now: Instant) -> Option<Instant> {
-        let (planned, now) = (self.clock.tick(planned), self.clock.tick(now));
-        let current = self.current.load();
+    fn entered_runtime(&self) {
+        self.clock.follow_runtime();
+    }
+
+    fn reap(&self, user: &U, generation: u64, planned: Tick) -> Option<(Tick, Instant)> {
+        let _fence = self.fence.hold();
+        let now = self.clock.now();
         let epoch = self.reaper.epoch();
-        let result = current.map.entry(user, None, |_, bucket| {
+        let result = self.map.entry(user, None, |_, bucket| {
             let expected = bucket.plan.is_some() && bucket.plan.at == planned;
             if bucket.generation != generation || !expected {
                 return EntryAction::Retain(Visit::Obsolete);
             }
-            if bucket.is_departed(now) {
+            if bucket.is_departed(now) || !self.cleared.is_live(bucket.generation) {
                 return EntryAction::Remove;
             }
             let (mut next, delta) = match bucket.without_departed(now) {
@@ -690,20 +784,22 @@ where
         });
         let visit = match result {
             EntryResult::Retained(visit) => visit,
-            EntryResult::Removed(_, bucket) => Visit::Removed(bucket.slots.len()),
+            EntryResult::Removed(_, bucket) if self.cleared.is_live(bucket.generation) => {
+                Visit::Removed(bucket.slots.len())
+            }
             _ => Visit::Obsolete,
         };
         match visit {
             Visit::Obsolete => None,
             Visit::Removed(n) => {
-                current.entries.sub(n);
+                self.entries.sub(n);
                 self.counters.add(Event::Expiration, n as u64);
                 None
             }
             Visit::Replanned(delta, due) => {
-                current.entries.sub(delta.removed);
+                self.entries.sub(delta.removed);
                 self.counters.add(Event::Expiration, delta.removed as u64);
-                Some(self.clock.instant(due))
+                Some((due, self.clock.deadline(due)))
             }
         }
     }

@@ -14,19 +14,27 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
 
+use super::clock::Tick;
+
 /// The timer wheel holds at most about two years; a farther visit is made early and replanned.
 const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The store side of the reaper.
 pub(crate) trait Reap<U>: Send + Sync + 'static {
     /// Visits the bucket of `user` if it still has `generation` and still plans a visit at
-    /// `planned`; returns when to come back.
-    fn reap(&self, user: &U, generation: u64, planned: Instant, now: Instant) -> Option<Instant>;
+    /// `planned`; returns when to come back, on the store's clock and as a timer deadline.
+    fn reap(&self, user: &U, generation: u64, planned: Tick) -> Option<(Tick, Instant)>;
+
+    /// Called in a runtime the store had no reaper in yet, before its first visit is planned.
+    fn entered_runtime(&self);
 }
 
 struct Visit<U> {
     user: U,
     generation: u64,
+    /// The bucket's plan, which identifies the visit.
+    planned: Tick,
+    /// When the timer fires.
     at: Instant,
 }
 
@@ -71,6 +79,7 @@ impl<U: Send + Sync + 'static> Reaper<U> {
                 return Some(running.epoch);
             }
         }
+        owner.entered_runtime();
         *epochs = epochs.wrapping_add(1).max(1);
         let (visits, receiver) = mpsc::unbounded_channel();
         runtime.spawn(run(Arc::downgrade(owner), receiver));
@@ -86,14 +95,15 @@ impl<U: Send + Sync + 'static> Reaper<U> {
         self.running.load().as_deref().map(|running| running.epoch)
     }
 
-    /// Queues a visit to `user`'s bucket `generation` at `at`. Lost if the reaper has died since
-    /// [`running`](Self::running); the bucket's plan then names a dead epoch and the next write
-    /// plans again.
-    pub(crate) fn schedule(&self, user: U, generation: u64, at: Instant) {
+    /// Queues a visit to `user`'s bucket `generation`, planned for `planned`, at `at`. Lost if
+    /// the reaper has died since [`running`](Self::running); the bucket's plan then names a dead
+    /// epoch and the next write plans again.
+    pub(crate) fn schedule(&self, user: U, generation: u64, planned: Tick, at: Instant) {
         if let Some(running) = self.running.load().as_deref() {
             let _ = running.visits.send(Visit {
                 user,
                 generation,
+                planned,
                 at,
             });
         }
@@ -115,8 +125,8 @@ async fn run<U: 'static>(owner: Weak<dyn Reap<U>>, mut visits: mpsc::UnboundedRe
             Some(due) = std::future::poll_fn(|cx| queue.poll_expired(cx)) => {
                 let Some(owner) = owner.upgrade() else { return };
                 let visit = due.into_inner();
-                if let Some(next) = owner.reap(&visit.user, visit.generation, visit.at, Instant::now()) {
-                    enqueue(&mut queue, Visit { at: next, ..visit });
+                if let Some((planned, at)) = owner.reap(&visit.user, visit.generation, visit.planned) {
+                    enqueue(&mut queue, Visit { planned, at, ..visit });
                 }
             }
         }
