@@ -5,19 +5,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::retry::Policy;
 use tower_service::Service;
 
 use super::forward::Forwarding;
 use super::future::{Miss, ResponseFuture, Trace};
-use super::key::{route_key, with_target};
+use super::key::{request_target, route_key, with_target};
 use super::policy::wants_refresh;
 use super::respond::{json_error, Forward, Served};
 use super::state::{Anonymous, LayerState};
+use super::stored::StoredResponse;
 use crate::retry::{RetryPolicy, RetryReport};
 use crate::store::counters::Event;
+use crate::store::Found;
 
 /// The service made by [`IntegrationCacheLayer`](super::IntegrationCacheLayer).
 ///
@@ -115,35 +117,38 @@ where
             }
             Kind::Other => return self.bypass(Request::from_parts(parts, body), None, trace),
         }
-        let key = match route_key(&parts.uri) {
-            Some(key)
-                if state
-                    .policy
-                    .is_cacheable_request(&parts.uri, &parts.headers) =>
-            {
-                key
-            }
-            _ => return self.bypass(Request::from_parts(parts, body), None, trace),
-        };
+        if !state
+            .policy
+            .is_cacheable_request(&parts.uri, &parts.headers)
+        {
+            return self.bypass(Request::from_parts(parts, body), None, trace);
+        }
         let head_only = parts.method == Method::HEAD;
+        let refresh = wants_refresh(&parts.headers);
         let mut why = Forward::Request;
-        if !wants_refresh(&parts.headers) {
-            why = Forward::Miss;
-            if let Some(found) = state.store.get(user.as_str(), &state.route_hash(&key)) {
-                if found.value.is_for(&key, &parts.headers) {
-                    counters.incr(Event::Hit);
-                    let response =
-                        found
-                            .value
-                            .render(head_only, found.resident.as_secs(), Served::Hit);
-                    return ResponseFuture::ready(response, trace);
-                }
-                why = Forward::VaryMiss;
+        // An entry is stored under its route's key and checks that key on every hit, so a target
+        // sent exactly as some entry's key is that key: looked up as sent, the usual hit needs
+        // no normalising. Only a target that finds nothing that way is normalised, and looked
+        // up again under its key if that differs.
+        let target = request_target(&parts.uri);
+        if !refresh {
+            match find(state, user.as_str(), target, &parts.headers) {
+                Ok(found) => return self.hit(&found, head_only, trace),
+                Err(miss) => why = miss,
+            }
+        }
+        let Some(key) = route_key(&parts.uri) else {
+            return self.bypass(Request::from_parts(parts, body), None, trace);
+        };
+        let normalised = matches!(key, Cow::Owned(_));
+        if !refresh && normalised {
+            match find(state, user.as_str(), &key, &parts.headers) {
+                Ok(found) => return self.hit(&found, head_only, trace),
+                Err(miss) => why = miss,
             }
         }
         counters.incr(Event::Miss);
         let user = user.to_owned_id();
-        let normalised = matches!(key, Cow::Owned(_));
         let key: Arc<str> = Arc::from(&*key);
         // The normalised target goes upstream, so what is stored under the key is the
         // upstream's answer for exactly that key.
@@ -179,6 +184,24 @@ where
     }
 }
 
+/// `user`'s fresh entry under `route` if it answers a request with these headers, or why not.
+fn find(
+    state: &LayerState,
+    user: &str,
+    route: &str,
+    request_headers: &HeaderMap,
+) -> Result<Found<Arc<StoredResponse>>, Forward> {
+    let found = state
+        .store
+        .get(user, &state.route_hash(route))
+        .ok_or(Forward::Miss)?;
+    if found.value.is_for(route, request_headers) {
+        Ok(found)
+    } else {
+        Err(Forward::VaryMiss)
+    }
+}
+
 impl<S: Clone> IntegrationCacheService<S> {
     /// The instance `poll_ready` made ready; a clone takes its place.
     fn take_ready(&mut self) -> S {
@@ -188,6 +211,26 @@ impl<S: Clone> IntegrationCacheService<S> {
 }
 
 impl<S: Clone> IntegrationCacheService<S> {
+    /// Answers from the store. The response is built in place in the future (returning it
+    /// from a helper first would copy it once more).
+    fn hit<ReqBody, ResBody>(
+        &self,
+        found: &Found<Arc<StoredResponse>>,
+        head_only: bool,
+        trace: Trace,
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+        RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+        ReqBody: Send + 'static,
+    {
+        self.state.store.counters().incr(Event::Hit);
+        let response = found
+            .value
+            .render(head_only, found.resident.as_secs(), Served::Hit);
+        ResponseFuture::ready(response, trace)
+    }
+
     fn bypass<ReqBody, ResBody>(
         &mut self,
         request: Request<ReqBody>,

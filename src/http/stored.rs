@@ -17,9 +17,9 @@ const NOT_STORED: [HeaderName; 3] = [header::SET_COOKIE, header::PROXY_AUTHENTIC
 /// whole body, and the request header values its `Vary` names.
 #[derive(Debug)]
 pub(crate) struct StoredResponse {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
+    /// Status, version and headers, exactly as a hit sends them (but for `Age`): a hit clones
+    /// this and puts the body next to it, so no empty head is built and thrown away.
+    head: response::Parts,
     body: Bytes,
     vary: Box<[(HeaderName, Option<HeaderValue>)]>,
     /// The route key it was stored under.
@@ -49,7 +49,12 @@ impl StoredResponse {
         // `Content-Length` from it (one header less to clone on every hit), and `render` adds it
         // for `HEAD`, whose body is empty.
         headers.remove(header::CONTENT_LENGTH);
-        let headers = prepared_for_hits(headers, upstream_cache_status.as_deref());
+        let head = head_for_hits(
+            parts.status,
+            parts.version,
+            headers,
+            upstream_cache_status.as_deref(),
+        );
         let vary = vary_names(&parts.headers)
             .unwrap_or_default()
             .into_iter()
@@ -59,9 +64,7 @@ impl StoredResponse {
             })
             .collect();
         Self {
-            status: parts.status,
-            version: parts.version,
-            headers,
+            head,
             body,
             vary,
             route: route.into(),
@@ -72,11 +75,8 @@ impl StoredResponse {
 
     /// A response made by this layer (an error), shared with coalesced waiters like any other.
     pub(crate) fn synthetic(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
-        let headers = prepared_for_hits(headers, None);
         Self {
-            status,
-            version: Version::HTTP_11,
-            headers,
+            head: head_for_hits(status, Version::HTTP_11, headers, None),
             body,
             vary: Box::new([]),
             route: Box::default(),
@@ -100,6 +100,7 @@ impl StoredResponse {
     /// Bytes of memory this response holds, roughly, for the byte bound.
     pub(crate) fn weight(&self) -> u64 {
         let headers: usize = self
+            .head
             .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + 32)
@@ -120,27 +121,26 @@ impl StoredResponse {
         } else {
             self.body.clone()
         };
-        let mut response = Response::new(CacheBody::full(body));
-        *response.status_mut() = self.status;
-        *response.version_mut() = self.version;
-        // The stored map is already stamped for a hit and holds an `Age` placeholder, so a hit
+        // The stored head is already stamped for a hit and holds an `Age` placeholder, so a hit
         // overwrites one value in place; other outcomes restamp.
-        let mut headers = self.headers.clone();
+        let mut head = self.head.clone();
+        let headers = &mut head.headers;
         if served.is_from_store() {
-            if let Some(age) = headers.get_mut(header::AGE) {
+            // `Age` is the first entry (see `head_for_hits`), so this finds it at once, without
+            // hashing the name as `get_mut` would.
+            if let Some((_, age)) = headers.iter_mut().find(|(name, _)| **name == header::AGE) {
                 *age = age_value(self.upstream_age + resident_secs);
             }
         } else {
             headers.remove(header::AGE);
         }
         if served != Served::Hit {
-            stamp(&mut headers, served, self.upstream_cache_status.as_deref());
+            stamp(headers, served, self.upstream_cache_status.as_deref());
         }
         if head_only {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
-        *response.headers_mut() = headers;
-        response
+        Response::from_parts(head, CacheBody::full(body))
     }
 }
 
@@ -160,14 +160,24 @@ fn age_value(seconds: u64) -> HeaderValue {
     ages[seconds as usize].clone()
 }
 
-/// `headers` in a map with room to spare, stamped for a hit, with an `Age` placeholder: a hit
-/// then clones it and overwrites one value, and never regrows the clone.
-fn prepared_for_hits(headers: HeaderMap, upstream_cache_status: Option<&str>) -> HeaderMap {
-    let mut prepared = HeaderMap::with_capacity(headers.len() + 4);
-    prepared.extend(headers);
-    prepared.insert(header::AGE, HeaderValue::from_static("0"));
-    stamp(&mut prepared, Served::Hit, upstream_cache_status);
-    prepared
+/// The head a hit clones: `headers` stamped for a hit, with an `Age` placeholder inserted first
+/// (`render` finds it by a scan of one entry), in a map whose index has room to spare (a clone
+/// keeps the index's size, so a `HEAD` hit's `Content-Length` does not rebuild it).
+fn head_for_hits(
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    upstream_cache_status: Option<&str>,
+) -> response::Parts {
+    let (mut head, ()) = Response::new(()).into_parts();
+    head.status = status;
+    head.version = version;
+    head.headers = HeaderMap::with_capacity(headers.len() + 4);
+    head.headers
+        .insert(header::AGE, HeaderValue::from_static("0"));
+    head.headers.extend(headers);
+    stamp(&mut head.headers, Served::Hit, upstream_cache_status);
+    head
 }
 
 /// All values of `name`, comma-joined, if any.
