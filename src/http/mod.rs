@@ -78,6 +78,8 @@ mod user;
 pub use self::body::CacheBody;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CacheHandle, LayerStats};
+// The proxy strips hop-by-hop headers from what it forwards, as the layer does from what it stores.
+#[cfg(feature = "proxy")]
 pub(crate) use self::hop_by_hop::strip_hop_by_hop;
 #[cfg(feature = "jwt")]
 pub use self::jwt::JwtUser;
@@ -86,6 +88,7 @@ pub use self::layer::{
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ENTRIES_PER_USER,
 };
 pub use self::policy::{CachePolicy, DefaultPolicy};
+#[cfg(feature = "proxy")]
 pub(crate) use self::respond::error_response;
 pub use self::service::IntegrationCacheService;
 pub use self::state::Anonymous;

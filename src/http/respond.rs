@@ -131,6 +131,7 @@ pub(crate) fn json_error(
 }
 
 /// A JSON error response made by this crate itself (not by the upstream).
+#[cfg(feature = "proxy")]
 pub(crate) fn error_response<B>(
     status: StatusCode,
     code: &str,
