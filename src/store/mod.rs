@@ -16,7 +16,10 @@
 //!   the lookups around it; tokio's clock when that is paused, so `advance` in tests moves it),
 //!   with times kept as 8-byte [`Tick`]s.
 //! - `invalidate(user)`: removes the bucket, dropping all of that user's entries at once.
-//! - `clear`: swaps in an empty map and drops the old one off the caller's thread.
+//! - `clear`: raises the generation below which every bucket is dead: one store, whatever the
+//!   size. Reads and writes treat a dead bucket as absent (and remove it when they meet it), and
+//!   a [sweep](clearing) off the caller's thread reclaims the rest. Swapping in a new map would
+//!   be O(1) too, but every lookup would then pay an extra pointer load to find the map.
 //! - Expiry: entries are never served past `fresh_until`; the [reaper](reaper) reclaims them
 //!   (after an optional stale window) from a timer wheel, one bucket at a time.
 //!
@@ -120,10 +123,8 @@ impl Units {
 #[derive(Debug, Clone)]
 pub(crate) struct Found<V> {
     pub(crate) value: V,
-    /// How long the value has been in the store.
+    /// How long the value has been in the store (to within the clock's tick).
     pub(crate) resident: Duration,
-    /// How long it stays fresh.
-    pub(crate) fresh_for: Duration,
 }
 
 /// Held by a fetch from [`Store::begin`] until it stores its result (or gives up): names the
@@ -295,7 +296,7 @@ where
     {
         let bucket = self.live_bucket(user)?;
         let slot = bucket.slots.take(key)?;
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.now_against(slot.fresh_until);
         if now >= slot.fresh_until {
             return None;
         }
@@ -311,7 +312,7 @@ where
     {
         let bucket = self.live_bucket(user)?;
         let slot = bucket.slots.take(key)?;
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.now_against(slot.keep_until);
         (now < slot.keep_until).then(|| found(slot, now))
     }
 
@@ -602,7 +603,9 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        self.get(user, key).map(|found| found.fresh_for)
+        let slot = self.live_bucket(user)?.slots.take(key)?;
+        let now = self.shared.clock.now();
+        (now < slot.fresh_until).then(|| slot.fresh_until.since(now))
     }
 
     fn next_generation(&self) -> u64 {
@@ -736,7 +739,6 @@ fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
     Found {
         value: slot.value,
         resident: now.since(slot.stored_at),
-        fresh_for: slot.fresh_until.since(now),
     }
 }
 
