@@ -366,7 +366,7 @@ where
 }
 
 /// One request for user `i`, checked: `200`, the user's body, and `X-Cache` if given.
-async fn checked<S, B>(service: &mut S, users: &Users, i: usize, x_cache: Option<&str>)
+async fn checked<S, B>(name: &str, service: &mut S, users: &Users, i: usize, x_cache: Option<&str>)
 where
     S: Service<Request, Response = Response<B>>,
     S::Error: std::fmt::Debug,
@@ -380,7 +380,7 @@ where
         .call(users.request(i))
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "user {i}");
+    assert_eq!(response.status(), StatusCode::OK, "{name}: user {i}");
     if let Some(expected) = x_cache {
         assert_eq!(
             response
@@ -388,13 +388,16 @@ where
                 .get("x-cache")
                 .map(|v| v.to_str().unwrap()),
             Some(expected),
-            "user {i}"
+            "{name}: user {i}"
         );
     }
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.len(), BODY_LEN, "user {i}");
+    assert_eq!(body.len(), BODY_LEN, "{name}: user {i}");
     let body = std::str::from_utf8(&body).unwrap();
-    assert!(body.contains(&Users::marker(i)), "user {i} got {body:.40}");
+    assert!(
+        body.contains(&Users::marker(i)),
+        "{name}: user {i} got {body:.40}"
+    );
 }
 
 /// Whether a variant caches, and what its hits carry, if anything, to tell them from misses.
@@ -422,13 +425,17 @@ async fn warm_and_verify<S, B>(
 {
     let before = upstream.calls();
     for i in 0..USERS {
-        checked(service, users, i, None).await;
+        checked(name, service, users, i, None).await;
     }
-    // `http-cache-tower-server` stores from a spawned task: let it run.
-    for _ in 0..10 {
-        tokio::task::yield_now().await;
+    // `http-cache-tower-server` stores from spawned tasks: let them all finish (10 K of them
+    // took over 100 ms on a slow day), for at most 10 s.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if metrics.num_alive_tasks() == 0 {
+            break;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let warmed = upstream.calls();
     assert_eq!(
         warmed,
@@ -440,13 +447,13 @@ async fn warm_and_verify<S, B>(
         match expect {
             Expect::Uncached => {
                 for i in 0..USERS {
-                    checked(service, users, i, None).await;
+                    checked(name, service, users, i, None).await;
                 }
                 assert_eq!(upstream.calls(), before + USERS as u64, "{name}");
             }
             Expect::Hits(x_cache) => {
                 for i in 0..USERS {
-                    checked(service, users, i, x_cache).await;
+                    checked(name, service, users, i, x_cache).await;
                 }
                 assert_eq!(
                     upstream.calls(),
