@@ -208,11 +208,8 @@ impl<S: Clone> IntegrationCacheService<S> {
         let clone = self.inner.clone();
         std::mem::replace(&mut self.inner, clone)
     }
-}
 
-impl<S: Clone> IntegrationCacheService<S> {
-    /// Answers from the store. The response is built in place in the future (returning it
-    /// from a helper first would copy it once more).
+    /// Answers from the store.
     fn hit<ReqBody, ResBody>(
         &self,
         found: &Found<Arc<StoredResponse>>,
