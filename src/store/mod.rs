@@ -294,8 +294,7 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let bucket = self.live_bucket(user)?;
-        let slot = bucket.slots.take(key)?;
+        let slot = self.live_slot(user, key)?;
         let now = self.shared.clock.now_against(slot.fresh_until);
         if now >= slot.fresh_until {
             return None;
@@ -310,21 +309,23 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let bucket = self.live_bucket(user)?;
-        let slot = bucket.slots.take(key)?;
+        let slot = self.live_slot(user, key)?;
         let now = self.shared.clock.now_against(slot.keep_until);
         (now < slot.keep_until).then(|| found(slot, now))
     }
 
-    /// The user's bucket unless it was cleared (then it is removed, as nothing counts it).
-    fn live_bucket<Q>(&self, user: &Q) -> Option<Bucket<K, V>>
+    /// The entry under `user`/`key`, unless the user's bucket was cleared (then the bucket is
+    /// removed, as nothing counts it).
+    fn live_slot<Q, KQ>(&self, user: &Q, key: &KQ) -> Option<Slot<K, V>>
     where
         Q: Hash + Equivalent<U> + ?Sized,
+        K: Borrow<KQ>,
+        KQ: Eq + ?Sized,
     {
         let shared = &*self.shared;
         let bucket = shared.map.get(user)?;
         if shared.cleared.is_live(bucket.generation) {
-            return Some(bucket);
+            return bucket.slots.take(key);
         }
         shared
             .map
@@ -603,7 +604,7 @@ where
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let slot = self.live_bucket(user)?.slots.take(key)?;
+        let slot = self.live_slot(user, key)?;
         let now = self.shared.clock.now();
         (now < slot.fresh_until).then(|| slot.fresh_until.since(now))
     }
