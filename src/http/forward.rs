@@ -147,7 +147,9 @@ impl Lead {
         };
         self.state.store.counters().incr(Event::StaleServed);
         let served = Served::Stale { upstream_status };
-        let response = found.value.render(false, found.resident.as_secs(), served);
+        let response = found
+            .value
+            .render(false, found.resident().as_secs(), served);
         self.leader.complete(Outcome::Response(found.value, served));
         Ok(response)
     }

@@ -224,7 +224,7 @@ impl<S: Clone> IntegrationCacheService<S> {
         self.state.store.counters().incr(Event::Hit);
         let response = found
             .value
-            .render(head_only, found.resident.as_secs(), Served::Hit);
+            .render(head_only, found.resident().as_secs(), Served::Hit);
         ResponseFuture::ready(response, trace)
     }
 

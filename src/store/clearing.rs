@@ -30,11 +30,13 @@ pub(crate) struct Cleared {
 
 impl Cleared {
     /// Whether a bucket of `generation` was made after the last `clear`.
+    #[inline]
     pub(crate) fn is_live(&self, generation: u64) -> bool {
         generation >= self.below()
     }
 
     /// The first live generation.
+    #[inline]
     pub(crate) fn below(&self) -> u64 {
         self.below.load(Ordering::Acquire)
     }

@@ -3,6 +3,7 @@
 //! A single `AtomicU64` bumped on every hit by every core turns the hit path into a cache-line
 //! ping-pong; each thread here bumps its own stripe and readers sum the stripes.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Something that happened, counted for `stats()`.
@@ -22,6 +23,7 @@ pub(crate) enum Event {
 }
 
 const EVENTS: usize = Event::StoreRejected as usize + 1;
+/// A power of two (see [`stripe_index`]).
 const STRIPES: usize = 16;
 
 #[repr(align(128))]
@@ -29,20 +31,19 @@ struct Padded<const N: usize>([AtomicU64; N]);
 
 /// `N` wrapping counters, one copy per stripe; a value is the wrapping sum of its copies.
 struct Striped<const N: usize> {
-    stripes: Box<[Padded<N>]>,
+    stripes: [Padded<N>; STRIPES],
 }
 
 impl<const N: usize> Default for Striped<N> {
     fn default() -> Self {
         Self {
-            stripes: (0..STRIPES)
-                .map(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
+            stripes: std::array::from_fn(|_| Padded(std::array::from_fn(|_| AtomicU64::new(0)))),
         }
     }
 }
 
 impl<const N: usize> Striped<N> {
+    #[inline]
     fn cell(&self, index: usize) -> &AtomicU64 {
         &self.stripes[stripe_index()].0[index]
     }
@@ -54,12 +55,26 @@ impl<const N: usize> Striped<N> {
     }
 }
 
+/// This thread's stripe, below [`STRIPES`].
+///
+/// Every hit asks, so the thread-local is `const`-initialised (a lazily initialised one checks
+/// and registers its state on each access) and the index is masked into range, which also
+/// spares the bounds check where it is used.
+#[inline]
 pub(crate) fn stripe_index() -> usize {
+    const UNSET: usize = usize::MAX;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        static INDEX: Cell<usize> = const { Cell::new(UNSET) };
     }
-    INDEX.with(|i| *i)
+    INDEX.with(|index| {
+        let mut i = index.get();
+        if i == UNSET {
+            i = NEXT.fetch_add(1, Ordering::Relaxed);
+            index.set(i);
+        }
+        i & (STRIPES - 1)
+    })
 }
 
 /// Per-event counters, striped by thread.
@@ -73,10 +88,12 @@ impl std::fmt::Debug for Counters {
 }
 
 impl Counters {
+    #[inline]
     pub(crate) fn incr(&self, event: Event) {
         self.add(event, 1);
     }
 
+    #[inline]
     pub(crate) fn add(&self, event: Event, n: u64) {
         if n != 0 {
             self.0.cell(event as usize).fetch_add(n, Ordering::Relaxed);

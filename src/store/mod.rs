@@ -123,8 +123,17 @@ impl Units {
 #[derive(Debug, Clone)]
 pub(crate) struct Found<V> {
     pub(crate) value: V,
-    /// How long the value has been in the store (to within the clock's tick).
-    pub(crate) resident: Duration,
+    stored_at: Tick,
+    now: Tick,
+}
+
+impl<V> Found<V> {
+    /// How long the value has been in the store (to within the clock's tick). Worked out only
+    /// when asked: the programmatic `get` never asks, and a hit is counted in instructions.
+    #[inline]
+    pub(crate) fn resident(&self) -> Duration {
+        self.now.since(self.stored_at)
+    }
 }
 
 /// Held by a fetch from [`Store::begin`] until it stores its result (or gives up): names the
@@ -739,7 +748,8 @@ where
 fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
     Found {
         value: slot.value,
-        resident: now.since(slot.stored_at),
+        stored_at: slot.stored_at,
+        now,
     }
 }
 
