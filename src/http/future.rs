@@ -67,39 +67,50 @@ pin_project! {
     }
 }
 
-/// The request's span, and when it started if the span is recorded at all (reading the clock
-/// is skipped when nobody listens).
-pub(crate) struct Trace {
+/// The request's span and when it started, kept only when the span is recorded at all: most
+/// requests have nobody listening at debug level, and for them this is one null pointer in the
+/// future (which every poll and every move of the future carries) and no clock read.
+pub(crate) struct Trace(Option<Box<Recorded>>);
+
+struct Recorded {
     span: tracing::Span,
-    started: Option<tokio::time::Instant>,
+    started: tokio::time::Instant,
 }
 
 impl Trace {
+    /// Nothing recorded.
+    pub(crate) fn off() -> Self {
+        Self(None)
+    }
+
     pub(crate) fn new(span: tracing::Span) -> Self {
-        let started = (!span.is_disabled()).then(tokio::time::Instant::now);
-        Self { span, started }
+        if span.is_disabled() {
+            return Self::off();
+        }
+        Self(Some(Box::new(Recorded {
+            span,
+            started: tokio::time::Instant::now(),
+        })))
     }
 
-    pub(crate) fn is_recorded(&self) -> bool {
-        self.started.is_some()
-    }
-
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
+    /// The span, if it is recorded.
+    pub(crate) fn span(&self) -> Option<&tracing::Span> {
+        self.0.as_ref().map(|recorded| &recorded.span)
     }
 
     fn finish<B>(&self, response: &Response<B>) {
-        let Some(started) = self.started else { return };
+        let Some(recorded) = &self.0 else { return };
         let outcome = response
             .headers()
             .get(super::respond::X_CACHE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.span.record("outcome", outcome);
-        self.span.record("status", response.status().as_u16());
-        self.span.record("duration_ms", duration_ms);
-        tracing::debug!(parent: &self.span, "request served");
+        let duration_ms = recorded.started.elapsed().as_secs_f64() * 1000.0;
+        let span = &recorded.span;
+        span.record("outcome", outcome);
+        span.record("status", response.status().as_u16());
+        span.record("duration_ms", duration_ms);
+        tracing::debug!(parent: span, "request served");
     }
 }
 
