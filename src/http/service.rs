@@ -90,8 +90,9 @@ where
         let counters = state.store.counters();
         let kind = kind(&parts.method);
         // Checked before the span is built: with tracing's `log` feature on (axum's defaults turn
-        // it on), building even a disabled span formats its fields for `log`, a sixth of a hit.
-        // So a span exists only when a tracing subscriber listens at debug level.
+        // it on), building even a disabled span formats its fields for `log`, about a seventh of
+        // what this layer adds to a hit. So a span exists only when a tracing subscriber listens
+        // at debug level.
         let trace = if tracing::level_enabled!(tracing::Level::DEBUG) {
             Trace::new(tracing::debug_span!(
                 "integration_cache",
