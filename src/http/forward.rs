@@ -208,7 +208,7 @@ impl Lead {
             leader: self.leader,
         };
         if body.is_end_stream() {
-            pending.commit(bytes::Bytes::new());
+            pending.commit(&[]);
             return Response::from_parts(head, CacheBody::full(bytes::Bytes::new()));
         }
         let recorder = Recorder::new(pending, state.max_body);

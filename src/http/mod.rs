@@ -67,6 +67,7 @@ mod hop_by_hop;
 mod jwt;
 mod key;
 mod layer;
+mod packed;
 mod policy;
 mod record;
 mod respond;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{response, HeaderMap, Uri};
 
 use super::respond::Served;
@@ -29,11 +29,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Stores `body` (if a TTL allows) and gives the waiters the response.
-    pub(crate) fn commit(self, body: Bytes) {
+    /// Stores the body made of `chunks` (if a TTL allows) and gives the waiters the response.
+    pub(crate) fn commit(self, chunks: &[Bytes]) {
         let stored = Arc::new(StoredResponse::new(
             &self.head,
-            body,
+            chunks,
             &self.request_headers,
             &self.key,
         ));
@@ -90,17 +90,13 @@ impl Recorder {
         self.chunks.push(data.clone());
     }
 
-    /// The body ended: store it. The copy is exact-sized, so the store never pins a larger
-    /// read buffer the upstream's bytes were sliced from.
+    /// The body ended: store it (copied, with the head's values, into one exact-sized
+    /// allocation, so the store never pins a larger read buffer the chunks were sliced from).
     pub(crate) fn finish(&mut self) {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        let mut body = BytesMut::with_capacity(self.len);
-        for chunk in self.chunks.drain(..) {
-            body.extend_from_slice(&chunk);
-        }
-        pending.commit(body.freeze());
+        pending.commit(&std::mem::take(&mut self.chunks));
     }
 
     /// The body cannot be stored (it carried trailers, or failed): waiters fetch for themselves.

@@ -6,6 +6,7 @@ use http::{response, Response, StatusCode, Version};
 
 use super::body::CacheBody;
 use super::hop_by_hop::strip_hop_by_hop;
+use super::packed::{Packer, Piece};
 use super::policy::{age_header, vary_names};
 use super::respond::{stamp, Served, CACHE_STATUS};
 
@@ -30,11 +31,12 @@ pub(crate) struct StoredResponse {
 }
 
 impl StoredResponse {
-    /// What to store of an upstream response with `head` and `body`, requested with
-    /// `request_headers`.
+    /// What to store of an upstream response with `head` and the body in `chunks`, requested
+    /// with `request_headers`. Everything kept of the upstream's and the request's bytes is
+    /// copied into one allocation of exactly their size (see [`packed`](super::packed)).
     pub(crate) fn new(
         head: &response::Parts,
-        body: Bytes,
+        chunks: &[Bytes],
         request_headers: &HeaderMap,
         route: &str,
     ) -> Self {
@@ -49,13 +51,7 @@ impl StoredResponse {
         // `Content-Length` from it (one header less to clone on every hit), and `render` adds it
         // for `HEAD`, whose body is empty.
         headers.remove(header::CONTENT_LENGTH);
-        let head = head_for_hits(
-            parts.status,
-            parts.version,
-            headers,
-            upstream_cache_status.as_deref(),
-        );
-        let vary = vary_names(&parts.headers)
+        let vary: Vec<(HeaderName, Option<HeaderValue>)> = vary_names(&parts.headers)
             .unwrap_or_default()
             .into_iter()
             .map(|name| {
@@ -63,6 +59,48 @@ impl StoredResponse {
                 (name, value)
             })
             .collect();
+
+        let vary_values = vary.iter().filter_map(|(_, value)| value.as_ref());
+        let len = headers
+            .values()
+            .chain(vary_values.clone())
+            .map(HeaderValue::len)
+            .sum::<usize>()
+            + chunks.iter().map(Bytes::len).sum::<usize>();
+        let mut packer = Packer::with_capacity(len);
+        let header_pieces: Vec<Piece> = headers
+            .values()
+            .map(|v| packer.push(v.as_bytes()))
+            .collect();
+        let vary_pieces: Vec<Piece> = vary_values.map(|v| packer.push(v.as_bytes())).collect();
+        let body_start = packer.push(&[]);
+        let body_end = chunks
+            .iter()
+            .fold(body_start, |_, chunk| packer.push(chunk));
+        let packed = packer.finish();
+        // The same iteration order as above: the map is not changed in between.
+        for (value, piece) in headers.values_mut().zip(header_pieces) {
+            *value = packed.value(piece, value);
+        }
+        let mut vary_pieces = vary_pieces.into_iter();
+        let vary = vary
+            .into_iter()
+            .map(|(name, value)| {
+                let value = value.map(|v| match vary_pieces.next() {
+                    Some(piece) => packed.value(piece, &v),
+                    None => v,
+                });
+                (name, value)
+            })
+            .collect();
+        let body = packed.bytes(body_start.to(body_end));
+
+        let head = head_for_hits(
+            parts.status,
+            parts.version,
+            headers,
+            upstream_cache_status.as_deref(),
+        );
         Self {
             head,
             body,
@@ -97,15 +135,29 @@ impl StoredResponse {
             .all(|(name, value)| request_headers.get(name) == value.as_ref())
     }
 
-    /// Bytes of memory this response holds, roughly, for the byte bound.
+    /// Bytes of memory this response holds, roughly, for the byte bound: its packed values and
+    /// body, a map entry per header, and what every stored response costs besides
+    /// (`tests/memory.rs` checks this against what the allocator sees).
     pub(crate) fn weight(&self) -> u64 {
+        /// http's map entry for one header (104 bytes) and its share of the index.
+        const PER_HEADER: usize = 112;
+        /// The response and its `Arc`, the map's index, the buffer's reference count, the
+        /// store's slot and the user's key.
+        const PER_RESPONSE: usize = 640;
         let headers: usize = self
             .head
             .headers
             .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .map(|(name, value)| name.as_str().len() + value.len() + PER_HEADER)
             .sum();
-        (self.body.len() + headers + 160) as u64
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(name, value)| {
+                name.as_str().len() + value.as_ref().map_or(0, HeaderValue::len) + 80
+            })
+            .sum();
+        (self.body.len() + headers + vary + self.route.len() + PER_RESPONSE) as u64
     }
 
     /// The response to send: the stored one, with `Age` and the cache outcome stamped on it.
@@ -177,6 +229,9 @@ fn head_for_hits(
         .insert(header::AGE, HeaderValue::from_static("0"));
     head.headers.extend(headers);
     stamp(&mut head.headers, Served::Hit, upstream_cache_status);
+    // A clone keeps the index's size but allocates only the entries in use, so the stored map
+    // does not keep the spare room (about a hundred bytes per header) for good.
+    head.headers = head.headers.clone();
     head
 }
 
@@ -208,7 +263,8 @@ mod tests {
             .into_parts();
         let mut request = HeaderMap::new();
         request.insert("accept-language", HeaderValue::from_static("fr"));
-        let stored = StoredResponse::new(&parts, Bytes::from_static(b"hello"), &request, "/hello");
+        let stored =
+            StoredResponse::new(&parts, &[Bytes::from_static(b"hello")], &request, "/hello");
         let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 3, Served::Hit);
         let headers = rendered.headers();
         assert!(headers.get("set-cookie").is_none());
