@@ -10,7 +10,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::HeaderName;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 /// A validated user id. Cheap to clone.
@@ -160,12 +160,7 @@ impl HeaderUser {
 
 impl UserExtractor for HeaderUser {
     fn user<'r>(&self, request: &'r Parts) -> Option<UserRef<'r>> {
-        let mut values = request.headers.get_all(&self.name).iter();
-        let value = values.next()?;
-        if values.next().is_some() {
-            // Two values for the identity header: ambiguous, so nobody.
-            return None;
-        }
+        let value = single_value(&request.headers, &self.name)?;
         // This runs on every request, so the common case, an id of visible ASCII only, takes
         // one pass over the bytes (the UTF-8 check after it is the word-at-a-time ASCII path).
         let bytes = value.as_bytes();
@@ -188,6 +183,30 @@ impl UserExtractor for HeaderUser {
         }
         UserRef::borrowed(std::str::from_utf8(value.as_bytes()).ok()?.trim())
     }
+}
+
+/// The one value of `name` in `headers`; none if absent or repeated (two values for the
+/// identity header are ambiguous, so nobody).
+fn single_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
+    /// Up to this many values, a scan comparing names is cheaper than hashing `name` for a
+    /// lookup. Measured with the id last among typical request headers: one or four headers,
+    /// scan 9–19 ns against 17–27 ns; eight, about even; sixteen, 46–51 ns against 15–16 ns.
+    const SCAN_UP_TO: usize = 4;
+    if headers.len() > SCAN_UP_TO {
+        let mut values = headers.get_all(name).iter();
+        let value = values.next()?;
+        return values.next().is_none().then_some(value);
+    }
+    let mut found = None;
+    for (candidate, value) in headers {
+        if candidate == name {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(value);
+        }
+    }
+    found
 }
 
 /// The user an auth middleware put in the request's extensions as a `T` (default [`UserId`]).
@@ -287,5 +306,35 @@ mod tests {
             None,
             "ambiguous"
         );
+    }
+
+    #[test]
+    fn header_user_is_found_among_few_and_many_headers() {
+        let extractor = HeaderUser::new(HeaderName::from_static("x-user-id"));
+        let others: Vec<(String, &[u8])> = (0..20)
+            .map(|i| (format!("x-other-{i}"), b"v".as_slice()))
+            .collect();
+        // Up to 4 headers the extractor scans, beyond it looks the name up.
+        for count in [0, 1, 2, 20] {
+            let mut headers: Vec<(&str, &[u8])> = others[..count]
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value))
+                .collect();
+            headers.push(("accept", b"*/*"));
+            headers.push(("x-user-id", b"alice"));
+            headers.push(("x-user", b"mallory"));
+            let id = extractor
+                .user(&parts(&headers))
+                .map(|u| u.as_str().to_owned());
+            assert_eq!(id.as_deref(), Some("alice"), "with {count} other headers");
+            headers.insert(0, ("x-user-id", b"bob"));
+            let id = extractor
+                .user(&parts(&headers))
+                .map(|u| u.as_str().to_owned());
+            assert_eq!(
+                id, None,
+                "two values among {count} other headers: ambiguous"
+            );
+        }
     }
 }
