@@ -165,7 +165,12 @@ impl IntegrationCacheLayerBuilder {
         self
     }
 
-    /// At most this many bytes of stored responses (bodies and headers). Default 256 MiB.
+    /// At most this many bytes of stored responses. Default 256 MiB.
+    ///
+    /// A response counts its body, its header text, about 112 bytes per header (the map's
+    /// entry) and about 640 bytes for the rest of its entry, which is close to what the
+    /// allocator holds for it. With `max_entries` set too, a response counts at least
+    /// `max_bytes / max_entries`, so both bounds hold.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = Some(max_bytes);
         self
