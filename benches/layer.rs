@@ -46,10 +46,8 @@
 //! Run with `cargo bench --bench layer`; figures and their reading are in `BENCHMARKS.md`.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -64,161 +62,19 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use http::header::{HeaderName, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
+use http::{Response, StatusCode};
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
-use integration_cache::http::IntegrationCacheLayer;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder};
 
-/// Users warmed in every cache; each request goes to the next one.
-const USERS: usize = 10_000;
+mod common;
 
-/// Bytes in every response body.
-const BODY_LEN: usize = 1024;
-
-/// How long every cache keeps an entry: longer than any group runs.
-const TTL: Duration = Duration::from_secs(300);
+use common::*;
 
 /// Concurrent tasks in the throughput group.
 const TASKS: usize = 64;
 
 /// Requests per task in the throughput group, for the variants at about a microsecond a hit.
 const PER_TASK: u64 = 20_000;
-
-/// The identity header the caches and the upstream read.
-const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
-
-/// Per-user requests and responses, built once.
-struct Users {
-    /// `/status?user=user-N`.
-    uris: Vec<Uri>,
-    /// `user-N`.
-    ids: Vec<HeaderValue>,
-    /// `{"user":"user-N","pad":"..."}`, exactly `BODY_LEN` bytes.
-    bodies: Vec<Bytes>,
-    /// What every response carries: JSON, 1 KB, `max-age=300`.
-    headers: HeaderMap,
-}
-
-impl Users {
-    fn new() -> Self {
-        let bodies = (0..USERS)
-            .map(|i| {
-                let head = format!("{{\"user\":\"user-{i}\",\"pad\":\"");
-                let pad = BODY_LEN - head.len() - 2;
-                Bytes::from(format!("{head}{}\"}}", "x".repeat(pad)))
-            })
-            .collect::<Vec<_>>();
-        assert!(bodies.iter().all(|b| b.len() == BODY_LEN));
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(BODY_LEN));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-        Self {
-            uris: (0..USERS)
-                .map(|i| Uri::try_from(format!("/status?user=user-{i}")).unwrap())
-                .collect(),
-            ids: (0..USERS)
-                .map(|i| HeaderValue::try_from(format!("user-{i}")).unwrap())
-                .collect(),
-            bodies,
-            headers,
-        }
-    }
-
-    /// The request of user `i`: the same for every variant.
-    fn request(&self, i: usize) -> Request {
-        let mut request = Request::new(Body::empty());
-        *request.uri_mut() = self.uris[i].clone();
-        request.headers_mut().insert(X_USER_ID, self.ids[i].clone());
-        request
-    }
-
-    /// `"user":"user-N"` as it appears in user `i`'s body.
-    fn marker(i: usize) -> String {
-        format!("\"user\":\"user-{i}\"")
-    }
-}
-
-/// The upstream behind every variant: answers each user with their prebuilt response and counts
-/// its calls.
-///
-/// Leaked, so services and handlers hold a `&'static` (no reference count bounced between the
-/// throughput group's threads), and counted in per-thread stripes for the same reason: the
-/// harness adds no shared cache line to the uncached variants.
-struct Upstream {
-    users: &'static Users,
-    calls: Box<[Stripe]>,
-}
-
-/// One thread's share of a counter, on its own cache line.
-#[repr(align(128))]
-struct Stripe(AtomicU64);
-
-/// Stripes per counter; threads beyond that share.
-const STRIPES: usize = 16;
-
-/// This thread's stripe.
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
-}
-
-impl Upstream {
-    fn new(users: &'static Users) -> &'static Self {
-        Box::leak(Box::new(Self {
-            users,
-            calls: (0..STRIPES).map(|_| Stripe(AtomicU64::new(0))).collect(),
-        }))
-    }
-
-    fn calls(&self) -> u64 {
-        self.calls.iter().map(|s| s.0.load(Ordering::SeqCst)).sum()
-    }
-
-    /// The user's response (`400` for a request without a known user), counted.
-    fn respond<B>(&self, request: &http::Request<B>) -> Response<Bytes> {
-        self.calls[stripe()].0.fetch_add(1, Ordering::Relaxed);
-        let user = request
-            .headers()
-            .get(&X_USER_ID)
-            .and_then(|id| id.as_bytes().strip_prefix(b"user-"))
-            .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
-            .filter(|&n| n < USERS);
-        let Some(user) = user else {
-            let mut response = Response::new(Bytes::new());
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            return response;
-        };
-        let mut response = Response::new(self.users.bodies[user].clone());
-        *response.headers_mut() = self.users.headers.clone();
-        response
-    }
-}
-
-/// What the bare service answers.
-type BareResponse = Response<Full<Bytes>>;
-
-/// (a): the bare service.
-fn bare_service(
-    upstream: &'static Upstream,
-) -> impl Service<
-    Request,
-    Response = BareResponse,
-    Error = Infallible,
-    Future = std::future::Ready<Result<BareResponse, Infallible>>,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
-    tower::service_fn(move |request: Request| {
-        std::future::ready(Ok(upstream.respond(&request).map(Full::new)))
-    })
-}
 
 /// (c): the router; its one route answers like the bare service.
 fn router(upstream: &'static Upstream) -> Router {
@@ -236,15 +92,6 @@ fn router(upstream: &'static Upstream) -> Router {
 /// `Service` without this converts the handler and re-applies every layer on each request.
 fn prepared(router: Router) -> Router {
     router.with_state(())
-}
-
-/// Our layer, as the module docs configure it.
-fn our_layer() -> IntegrationCacheLayer {
-    IntegrationCacheLayer::builder()
-        .user_header("x-user-id")
-        .ttl(TTL)
-        .build()
-        .unwrap()
 }
 
 /// (e): `axum-response-cache`, keyed by method, URI and user.
@@ -333,135 +180,6 @@ impl http_body::Body for SyncBody {
 
     fn size_hint(&self) -> SizeHint {
         self.0.lock().unwrap().size_hint()
-    }
-}
-
-/// Sends `n` requests through `service`, for users `first`, `first + 1`, ... (wrapping), and
-/// collects every body. The timed loop of every variant.
-async fn drive<S, B>(service: &mut S, users: &Users, first: usize, n: u64) -> usize
-where
-    S: Service<Request, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body,
-    B::Error: std::fmt::Debug,
-{
-    let mut bytes = 0;
-    let mut user = first;
-    for _ in 0..n {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(users.request(user))
-            .await
-            .unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        bytes += black_box(body).len();
-        user += 1;
-        if user == USERS {
-            user = 0;
-        }
-    }
-    bytes
-}
-
-/// One request for user `i`, checked: `200`, the user's body, and `X-Cache` if given.
-async fn checked<S, B>(name: &str, service: &mut S, users: &Users, i: usize, x_cache: Option<&str>)
-where
-    S: Service<Request, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body,
-    B::Error: std::fmt::Debug,
-{
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(users.request(i))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{name}: user {i}");
-    if let Some(expected) = x_cache {
-        assert_eq!(
-            response
-                .headers()
-                .get("x-cache")
-                .map(|v| v.to_str().unwrap()),
-            Some(expected),
-            "{name}: user {i}"
-        );
-    }
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(body.len(), BODY_LEN, "{name}: user {i}");
-    let body = std::str::from_utf8(&body).unwrap();
-    assert!(
-        body.contains(&Users::marker(i)),
-        "{name}: user {i} got {body:.40}"
-    );
-}
-
-/// Whether a variant caches, and what its hits carry, if anything, to tell them from misses.
-#[derive(Clone, Copy)]
-enum Expect {
-    /// No cache: every request reaches the upstream.
-    Uncached,
-    /// Every request after warming is a hit, marked with this `X-Cache` value if any.
-    Hits(Option<&'static str>),
-}
-
-/// Fills the cache with every user, then asserts that a full pass is served without one upstream
-/// call and with every user's own body.
-async fn warm_and_verify<S, B>(
-    name: &str,
-    service: &mut S,
-    users: &Users,
-    upstream: &Upstream,
-    expect: Expect,
-) where
-    S: Service<Request, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-    B: http_body::Body,
-    B::Error: std::fmt::Debug,
-{
-    let before = upstream.calls();
-    for i in 0..USERS {
-        checked(name, service, users, i, None).await;
-    }
-    // `http-cache-tower-server` stores from spawned tasks: let them all finish (10 K of them
-    // took over 100 ms on a slow day), for at most 10 s.
-    let metrics = tokio::runtime::Handle::current().metrics();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if metrics.num_alive_tasks() == 0 {
-            break;
-        }
-    }
-    let warmed = upstream.calls();
-    assert_eq!(
-        warmed,
-        before + USERS as u64,
-        "{name}: warming must reach the upstream once per user"
-    );
-    for pass in 0..2 {
-        let before = upstream.calls();
-        match expect {
-            Expect::Uncached => {
-                for i in 0..USERS {
-                    checked(name, service, users, i, None).await;
-                }
-                assert_eq!(upstream.calls(), before + USERS as u64, "{name}");
-            }
-            Expect::Hits(x_cache) => {
-                for i in 0..USERS {
-                    checked(name, service, users, i, x_cache).await;
-                }
-                assert_eq!(
-                    upstream.calls(),
-                    warmed,
-                    "{name}: verification pass {pass} reached the upstream: not all hits"
-                );
-            }
-        }
     }
 }
 
@@ -584,11 +302,6 @@ where
         });
         self.assert_only_hits();
     }
-}
-
-fn users() -> &'static Users {
-    static USERS_DATA: std::sync::OnceLock<Users> = std::sync::OnceLock::new();
-    USERS_DATA.get_or_init(Users::new)
 }
 
 /// Builds every variant on `runtime` (warmed and verified), then runs `each` on them in order.
