@@ -68,8 +68,10 @@ pub(crate) struct Leader<K: Hash + Eq, T> {
 impl<K: Hash + Eq, T> Leader<K, T> {
     /// Hands `outcome` to every waiter and ends the flight.
     pub(crate) fn complete(mut self, outcome: T) {
-        self.sender.send_replace(Some(outcome));
+        // The flight ends before its waiters wake: one that cannot use the outcome (another
+        // `Vary` variant) and joins again must find a new flight, not this finished one.
         self.end();
+        self.sender.send_replace(Some(outcome));
     }
 
     fn end(&mut self) {

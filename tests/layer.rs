@@ -774,6 +774,206 @@ async fn the_deadline_bounds_a_miss() {
     assert_eq!(json["error"]["code"], "RETRY_EXHAUSTED");
 }
 
+/// An upstream that sleeps an hour: only the deadline can answer.
+fn hung() -> impl Service<
+    Req,
+    Response = Response<integration_cache::http::CacheBody<Full<Bytes>>>,
+    Error = Infallible,
+> + Clone {
+    let layer = builder().deadline(Duration::from_secs(2)).build().unwrap();
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_req: Req| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Infallible>(Response::new(Full::from("too late")))
+        }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_head_miss() {
+    let head = request("HEAD", "/s", Some("ann"));
+    let start = Instant::now();
+    let answer = send(&hung(), head).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_waiter_that_fetches_for_itself() {
+    // The leader's answer may not be shared (`no-store`), so the waiter goes upstream itself,
+    // where it hangs: the deadline, counted from the waiter's start, still answers it.
+    let layer = builder().deadline(Duration::from_secs(2)).build().unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_req: Req| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let delay = if n == 0 { 1 } else { 3600 };
+                tokio::time::sleep(Duration::from_secs(delay)).await;
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("cache-control", "no-store")
+                        .body(Full::from("private"))
+                        .unwrap(),
+                )
+            }
+        }));
+    let leader = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, get("/s", "ann")).await }
+    });
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let waiter = send(&service, get("/s", "ann")).await;
+    assert_eq!(leader.await.unwrap().text(), "private");
+    assert_eq!(waiter.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the waiter went upstream itself"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_a_waiter_while_the_leader_body_streams() {
+    let layer = builder().deadline(Duration::from_secs(2)).build().unwrap();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_req: Req| async {
+            // A head at once, then a body that never ends.
+            let body =
+                futures_util::stream::pending::<Result<http_body::Frame<Bytes>, Infallible>>();
+            Ok::<_, Infallible>(Response::new(StreamBody::new(body)))
+        }));
+    let leader = service.clone().oneshot(get("/s", "ann")).await.unwrap();
+    assert_eq!(leader.status(), StatusCode::OK);
+    let start = Instant::now();
+    let waiter = tokio::time::timeout(Duration::from_secs(60), send(&service, get("/s", "ann")))
+        .await
+        .expect("the waiter is answered");
+    assert_eq!(waiter.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    drop(leader);
+}
+
+/// An upstream that answers with the `Accept-Language` it was sent, after 200 ms, varying on it.
+fn by_language(
+    layer: IntegrationCacheLayer,
+    vary: &'static str,
+) -> (
+    impl Service<
+            Req,
+            Response = Response<integration_cache::http::CacheBody<Full<Bytes>>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+    Arc<AtomicU32>,
+) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |req: Req| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(ms(200)).await;
+                let language = req
+                    .headers()
+                    .get("accept-language")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("vary", vary)
+                        .body(Full::from(language))
+                        .unwrap(),
+                )
+            }
+        }));
+    (service, calls)
+}
+
+fn in_language(language: &str) -> Req {
+    Request::get("/s")
+        .header("x-user-id", "ann")
+        .header("accept-language", language)
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_with_other_vary_headers_gets_its_own_answer() {
+    let (service, calls) = by_language(builder().build().unwrap(), "accept-language");
+    let french = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, in_language("fr")).await }
+    });
+    tokio::task::yield_now().await;
+    let german = send(&service, in_language("de")).await;
+    assert_eq!(french.await.unwrap().text(), "fr");
+    assert_eq!(german.text(), "de", "{:?}", german.headers);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A waiter with the same headers still shares the leader's answer.
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, in_language("it")).await }
+    });
+    tokio::task::yield_now().await;
+    let second = send(&service, in_language("it")).await;
+    assert_eq!(first.await.unwrap().text(), "it");
+    assert_eq!(second.text(), "it");
+    assert_eq!(
+        second.header("cache-status"),
+        "integration-cache; fwd=miss; collapsed"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vary_star_answer_is_not_shared_with_waiters() {
+    let (service, calls) = by_language(builder().build().unwrap(), "*");
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, in_language("fr")).await }
+    });
+    tokio::task::yield_now().await;
+    let second = send(&service, in_language("fr")).await;
+    assert_eq!(first.await.unwrap().text(), "fr");
+    assert_eq!(second.text(), "fr");
+    assert_ne!(
+        second.header("cache-status"),
+        "integration-cache; fwd=miss; collapsed"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "each went upstream");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_judges_the_normalised_target() {
+    struct NoPrivate;
+    impl integration_cache::http::CachePolicy for NoPrivate {
+        fn is_cacheable_request(&self, uri: &http::Uri, _: &http::HeaderMap) -> bool {
+            uri.path() != "/private"
+        }
+    }
+    let echo = Echo::default();
+    let service = echo.service(builder().policy(NoPrivate).build().unwrap());
+    for target in ["//private", "/./private", "/%70rivate", "/private"] {
+        let answer = send(&service, get(target, "ann")).await;
+        assert_eq!(answer.x_cache(), "BYPASS", "{target}");
+    }
+    assert_eq!(echo.calls(), 4);
+    assert_eq!(
+        send(&service, get("//public", "ann")).await.x_cache(),
+        "MISS"
+    );
+    assert_eq!(send(&service, get("/public", "ann")).await.x_cache(), "HIT");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_retry_budget_limits_retries_under_sustained_failure() {
     // No per-second floor, so only the 20% ratio applies.

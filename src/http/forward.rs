@@ -51,6 +51,32 @@ impl Forwarding {
     }
 }
 
+impl Forwarding {
+    /// No answer within the layer's deadline (a miss that is not stored).
+    pub(crate) fn deadline_passed<B>(self) -> Response<CacheBody<B>> {
+        let retries = self.report.retries();
+        self.state
+            .store
+            .counters()
+            .add(Event::Retry, u64::from(retries));
+        deadline_error(&self.state, retries).render(false, 0, self.served)
+    }
+}
+
+/// The 504 for a miss the upstream did not answer usably within the layer's deadline.
+pub(crate) fn deadline_error(state: &LayerState, retries: u32) -> StoredResponse {
+    let deadline = state.deadline.unwrap_or_default();
+    json_error(
+        StatusCode::GATEWAY_TIMEOUT,
+        "RETRY_EXHAUSTED",
+        &format!(
+            "the upstream gave no usable answer within the {deadline:?} deadline; check its health \
+             or raise the deadline"
+        ),
+        Some(retries),
+    )
+}
+
 /// The leader of a miss: the one request that goes upstream for a key.
 pub(crate) struct Lead {
     pub(crate) state: Arc<LayerState>,
@@ -95,20 +121,12 @@ impl Lead {
 
     /// No answer within the layer's deadline.
     pub(crate) fn deadline_passed<B>(self: Box<Self>) -> Response<CacheBody<B>> {
+        let retries = self.report.retries();
         self.state
             .store
             .counters()
-            .add(Event::Retry, u64::from(self.report.retries()));
-        let deadline = self.state.deadline.unwrap_or_default();
-        let failure = json_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "RETRY_EXHAUSTED",
-            &format!(
-                "the upstream gave no usable answer within the {deadline:?} deadline; check its health \
-                 or raise the deadline"
-            ),
-            Some(self.report.retries()),
-        );
+            .add(Event::Retry, u64::from(retries));
+        let failure = deadline_error(&self.state, retries);
         self.answer_failure(failure)
     }
 

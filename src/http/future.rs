@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::{request, Request, Response};
 use pin_project_lite::pin_project;
@@ -13,7 +14,7 @@ use tower::retry::{Policy, Retry};
 use tower_service::Service;
 
 use super::body::CacheBody;
-use super::forward::{Forwarding, Lead};
+use super::forward::{deadline_error, Forwarding, Lead};
 use super::respond::{Forward, Served};
 use super::state::{LayerState, Outcome};
 use super::user::UserId;
@@ -23,6 +24,8 @@ use crate::store::counters::Event;
 
 type Upstream<S, B> = tower::retry::future::ResponseFuture<RetryPolicy, S, Request<B>>;
 type Wait = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
+/// When a miss must have been answered (the layer's deadline), in whichever state it is.
+type Deadline = Option<Pin<Box<Sleep>>>;
 
 pin_project! {
     /// Response future of [`IntegrationCacheService`](super::IntegrationCacheService).
@@ -61,9 +64,9 @@ pin_project! {
         RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     {
         Done { response: Option<Response<CacheBody<ResBody>>> },
-        Passthrough { #[pin] future: Upstream<S, ReqBody>, forwarding: Option<Forwarding> },
-        Miss { #[pin] future: Upstream<S, ReqBody>, lead: Option<Box<Lead>>, deadline: Option<Pin<Box<Sleep>>> },
-        Waiting { wait: Wait, queued: Option<Box<Queued<S, ReqBody>>> },
+        Passthrough { #[pin] future: Upstream<S, ReqBody>, forwarding: Option<Forwarding>, deadline: Deadline },
+        Miss { #[pin] future: Upstream<S, ReqBody>, lead: Option<Box<Lead>>, deadline: Deadline },
+        Waiting { wait: Wait, queued: Option<Box<Queued<S, ReqBody>>>, deadline: Deadline },
     }
 }
 
@@ -146,14 +149,18 @@ where
         }
     }
 
-    /// Sends the request upstream past the store, through `service` (polled ready).
+    /// Sends the request upstream past the store, through `service` (polled ready), answering
+    /// 504 if `deadline` passes first (a miss that is not stored, like a `HEAD` miss, has one;
+    /// a bypass has none).
     pub(crate) fn forward(
         service: S,
         request: Request<ReqBody>,
         forwarding: Forwarding,
+        deadline: Option<Duration>,
         trace: Trace,
     ) -> Self {
-        Self::upstream(forward(service, request, forwarding), trace)
+        let deadline = deadline.map(|d| Box::pin(tokio::time::sleep(d)));
+        Self::upstream(forward(service, request, forwarding, deadline), trace)
     }
 
     /// Leads or joins the flight for this miss.
@@ -164,7 +171,8 @@ where
         miss: Miss,
         trace: Trace,
     ) -> Self {
-        Self::upstream(start_miss(service, parts, body, miss), trace)
+        let deadline = miss.state.deadline.map(|d| Box::pin(tokio::time::sleep(d)));
+        Self::upstream(start_miss(service, parts, body, miss, deadline), trace)
     }
 
     fn upstream(machine: Machine<S, ReqBody, ResBody>, trace: Trace) -> Self {
@@ -194,6 +202,7 @@ fn forward<S, ReqBody, ResBody>(
     service: S,
     mut request: Request<ReqBody>,
     mut forwarding: Forwarding,
+    deadline: Deadline,
 ) -> Machine<S, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -204,6 +213,7 @@ where
     Machine::Passthrough {
         future: through_retry(service, &forwarding.state.retry, request),
         forwarding: Some(forwarding),
+        deadline,
     }
 }
 
@@ -212,6 +222,7 @@ fn start_miss<S, ReqBody, ResBody>(
     mut parts: request::Parts,
     body: ReqBody,
     miss: Miss,
+    deadline: Deadline,
 ) -> Machine<S, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -242,7 +253,7 @@ where
             Machine::Miss {
                 future,
                 lead: Some(Box::new(lead)),
-                deadline: state.deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+                deadline,
             }
         }
         Role::Waiter(waiter) => {
@@ -255,6 +266,7 @@ where
                     body,
                     miss,
                 })),
+                deadline,
             }
         }
     }
@@ -297,11 +309,24 @@ where
                 MachineProj::Done { response } => {
                     return Poll::Ready(response.take().expect("polled after completion"));
                 }
-                MachineProj::Passthrough { future, forwarding } => {
-                    let result = ready!(future.poll(cx));
-                    let forwarding = forwarding.take().expect("polled after completion");
-                    return Poll::Ready(forwarding.finish(result));
-                }
+                MachineProj::Passthrough {
+                    future,
+                    forwarding,
+                    deadline,
+                } => match future.poll(cx) {
+                    Poll::Ready(result) => {
+                        let forwarding = forwarding.take().expect("polled after completion");
+                        return Poll::Ready(forwarding.finish(result));
+                    }
+                    Poll::Pending => {
+                        ready!(poll_deadline(deadline, cx));
+                        // Leaving this state drops the upstream future, which cancels it.
+                        let forwarding = forwarding.take().expect("polled after completion");
+                        Machine::Done {
+                            response: Some(forwarding.deadline_passed()),
+                        }
+                    }
+                },
                 MachineProj::Miss {
                     future,
                     lead,
@@ -312,53 +337,100 @@ where
                         return Poll::Ready(lead.finish(result));
                     }
                     Poll::Pending => {
-                        let Some(deadline) = deadline else {
-                            return Poll::Pending;
-                        };
-                        ready!(deadline.as_mut().poll(cx));
-                        // Leaving this state drops the upstream future, which cancels it.
+                        ready!(poll_deadline(deadline, cx));
                         let lead = lead.take().expect("polled after completion");
                         Machine::Done {
                             response: Some(lead.deadline_passed()),
                         }
                     }
                 },
-                MachineProj::Waiting { wait, queued } => {
-                    let outcome = ready!(wait.as_mut().poll(cx));
-                    let Queued {
-                        service,
-                        parts,
-                        body,
-                        miss,
-                    } = *queued.take().expect("polled after completion");
-                    match outcome {
-                        Some(Outcome::Response(stored, served)) => {
-                            let served = match served {
-                                Served::Stale { .. } => served,
-                                _ => Served::Collapsed,
-                            };
-                            Machine::Done {
-                                response: Some(stored.render(false, 0, served)),
-                            }
+                MachineProj::Waiting {
+                    wait,
+                    queued,
+                    deadline,
+                } => match wait.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        ready!(poll_deadline(deadline, cx));
+                        let queued = queued.take().expect("polled after completion");
+                        let miss = &queued.miss;
+                        let served = Served::Forwarded {
+                            why: miss.why,
+                            stored: false,
+                        };
+                        let failure = deadline_error(&miss.state, 0);
+                        Machine::Done {
+                            response: Some(failure.render(false, 0, served)),
                         }
-                        Some(Outcome::FetchYourself) => {
-                            let forwarding = Forwarding {
-                                state: miss.state,
-                                served: Served::Forwarded {
-                                    why: miss.why,
-                                    stored: false,
-                                },
-                                invalidate: None,
-                                report: RetryReport::default(),
-                            };
-                            forward(service, Request::from_parts(parts, body), forwarding)
-                        }
-                        // The leader went away: this request leads, or waits for the new leader.
-                        None => start_miss(service, parts, body, miss),
                     }
-                }
+                    Poll::Ready(outcome) => {
+                        let Queued {
+                            service,
+                            parts,
+                            body,
+                            miss,
+                        } = *queued.take().expect("polled after completion");
+                        let deadline = deadline.take();
+                        waited(outcome, service, parts, body, miss, deadline)
+                    }
+                },
             };
             self.set(next);
         }
+    }
+}
+
+/// Ready once the deadline has passed; never, when there is none.
+fn poll_deadline(deadline: &mut Deadline, cx: &mut Context<'_>) -> Poll<()> {
+    match deadline {
+        Some(deadline) => deadline.as_mut().poll(cx),
+        None => Poll::Pending,
+    }
+}
+
+/// What a waiter does with the flight's outcome.
+fn waited<S, ReqBody, ResBody>(
+    outcome: Option<Outcome>,
+    service: S,
+    parts: request::Parts,
+    body: ReqBody,
+    miss: Miss,
+    deadline: Deadline,
+) -> Machine<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
+    ReqBody: Send + 'static,
+{
+    match outcome {
+        // The leader's response answers this request only if its `Vary` headers agree.
+        Some(Outcome::Response(stored, served)) if stored.matches(&parts.headers) => {
+            let served = match served {
+                Served::Stale { .. } => served,
+                _ => Served::Collapsed,
+            };
+            Machine::Done {
+                response: Some(stored.render(false, 0, served)),
+            }
+        }
+        Some(Outcome::FetchYourself) => {
+            let forwarding = Forwarding {
+                state: miss.state,
+                served: Served::Forwarded {
+                    why: miss.why,
+                    stored: false,
+                },
+                invalidate: None,
+                report: RetryReport::default(),
+            };
+            forward(
+                service,
+                Request::from_parts(parts, body),
+                forwarding,
+                deadline,
+            )
+        }
+        // Another variant: this request leads (or joins) a flight of its own. Or the leader
+        // went away: this request leads, or waits for the new leader.
+        Some(Outcome::Response(..)) | None => start_miss(service, parts, body, miss, deadline),
     }
 }

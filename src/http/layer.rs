@@ -228,6 +228,12 @@ impl IntegrationCacheLayerBuilder {
 
     /// The longest a miss may take, retries included, before the layer answers `504`
     /// (or serves stale). Default none.
+    ///
+    /// It counts from the request's start whatever the miss does: fetch for everyone, wait for
+    /// another request's answer (its body included), or fetch for itself when that answer could
+    /// not be shared (`no-store`, `Vary: *`, a body over `max_body`) or was for other `Vary`
+    /// headers. A `HEAD` miss has it too. Requests the cache does not handle (mutations,
+    /// anonymous ones, those the policy rules out) are not bounded by it.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

@@ -80,7 +80,7 @@ impl Rules {
         }
         let headers = &response.headers;
         if directives(headers, header::CACHE_CONTROL)
-            .any(|(name, _)| name.eq_ignore_ascii_case("no-store"))
+            .any(|(name, _)| name.eq_ignore_ascii_case(b"no-store"))
         {
             return None;
         }
@@ -99,7 +99,9 @@ impl Rules {
     /// Whether the response forbids any reuse, even by requests waiting for it right now.
     pub(crate) fn forbids_sharing(&self, response: &response::Parts) -> bool {
         directives(&response.headers, header::CACHE_CONTROL)
-            .any(|(name, _)| name.eq_ignore_ascii_case("no-store"))
+            .any(|(name, _)| name.eq_ignore_ascii_case(b"no-store"))
+            // `Vary: *`: no other request, not even one waiting for this answer, may reuse it.
+            || vary_names(&response.headers).is_none()
     }
 }
 
@@ -108,12 +110,12 @@ fn upstream_freshness(headers: &HeaderMap) -> Option<Duration> {
     let mut max_age = None;
     let mut s_maxage = None;
     for (name, value) in directives(headers, header::CACHE_CONTROL) {
-        let seconds = || value.and_then(|v| v.parse::<u64>().ok());
-        if name.eq_ignore_ascii_case("no-cache") {
+        let seconds = || value.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+        if name.eq_ignore_ascii_case(b"no-cache") {
             return None;
-        } else if name.eq_ignore_ascii_case("s-maxage") {
+        } else if name.eq_ignore_ascii_case(b"s-maxage") {
             s_maxage = seconds();
-        } else if name.eq_ignore_ascii_case("max-age") {
+        } else if name.eq_ignore_ascii_case(b"max-age") {
             max_age = seconds();
         }
     }
@@ -178,30 +180,39 @@ pub(crate) fn wants_refresh(headers: &HeaderMap) -> bool {
     }
     if headers.contains_key(header::CACHE_CONTROL) {
         return directives(headers, header::CACHE_CONTROL).any(|(name, value)| {
-            name.eq_ignore_ascii_case("no-cache")
-                || (name.eq_ignore_ascii_case("max-age") && value == Some("0"))
+            name.eq_ignore_ascii_case(b"no-cache")
+                || (name.eq_ignore_ascii_case(b"max-age") && value == Some(b"0".as_slice()))
         });
     }
-    directives(headers, header::PRAGMA).any(|(name, _)| name.eq_ignore_ascii_case("no-cache"))
+    directives(headers, header::PRAGMA).any(|(name, _)| name.eq_ignore_ascii_case(b"no-cache"))
 }
 
 /// `name[=value]` directives of a comma-separated header, values unquoted.
+///
+/// Bytes, not text: a value with one non-ASCII byte (in a quoted extension, say) must not hide
+/// the `no-store` next to it.
 fn directives(
     headers: &HeaderMap,
     header: HeaderName,
-) -> impl Iterator<Item = (&str, Option<&str>)> {
+) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
     headers
         .get_all(header)
         .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|directive| {
-            let directive = directive.trim();
+            let directive = directive.trim_ascii();
             if directive.is_empty() {
                 return None;
             }
-            Some(match directive.split_once('=') {
-                Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            Some(match directive.iter().position(|&b| b == b'=') {
+                Some(at) => {
+                    let value = directive[at + 1..].trim_ascii();
+                    let value = value
+                        .strip_prefix(b"\"")
+                        .and_then(|v| v.strip_suffix(b"\""))
+                        .unwrap_or(value);
+                    (directive[..at].trim_ascii(), Some(value))
+                }
                 None => (directive, None),
             })
         })
@@ -210,6 +221,7 @@ fn directives(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn rules(respect: bool) -> Rules {
         Rules {
@@ -242,6 +254,31 @@ mod tests {
             None
         );
         assert_eq!(r.ttl(&parts(200, &[("vary", "accept, *")])), None);
+    }
+
+    #[test]
+    fn a_non_ascii_byte_does_not_hide_no_store() {
+        let mut head = parts(200, &[]);
+        head.headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes("no-store, x=\"\u{e9}\"".as_bytes()).unwrap(),
+        );
+        assert_eq!(rules(false).ttl(&head), None);
+        assert!(rules(false).forbids_sharing(&head));
+        head.headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_bytes(b"max-age=60, x=\"\xe9\"").unwrap(),
+        );
+        assert_eq!(rules(true).ttl(&head), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn nothing_is_shared_under_no_store_or_vary_star() {
+        let r = rules(false);
+        assert!(r.forbids_sharing(&parts(200, &[("cache-control", "no-store")])));
+        assert!(r.forbids_sharing(&parts(200, &[("vary", "*")])));
+        assert!(!r.forbids_sharing(&parts(200, &[("vary", "accept")])));
+        assert!(!r.forbids_sharing(&parts(200, &[("cache-control", "private")])));
     }
 
     #[test]

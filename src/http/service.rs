@@ -148,6 +148,18 @@ where
             return self.bypass(Request::from_parts(parts, body), None, trace);
         };
         let normalised = matches!(key, Cow::Owned(_));
+        // The normalised target goes upstream, so what is stored under the key is the
+        // upstream's answer for exactly that key; and the policy judges that target, so that
+        // `//private` is no way around a rule for `/private`.
+        let mut normalised_uri = None;
+        if normalised {
+            if let Some(uri) = with_target(&parts.uri, &key) {
+                if !state.policy.is_cacheable_request(&uri, &parts.headers) {
+                    return self.bypass(Request::from_parts(parts, body), None, trace);
+                }
+                normalised_uri = Some(uri);
+            }
+        }
         if !refresh && normalised {
             match find(state, user.as_str(), &key, &parts.headers) {
                 Ok(found) => return self.hit(&found, head_only, trace),
@@ -157,12 +169,8 @@ where
         counters.incr(Event::Miss);
         let user = user.to_owned_id();
         let key: Arc<str> = Arc::from(&*key);
-        // The normalised target goes upstream, so what is stored under the key is the
-        // upstream's answer for exactly that key.
-        if normalised {
-            if let Some(uri) = with_target(&parts.uri, &key) {
-                parts.uri = uri;
-            }
+        if let Some(uri) = normalised_uri {
+            parts.uri = uri;
         }
         let miss = Miss {
             state: state.clone(),
@@ -178,11 +186,13 @@ where
                 invalidate: None,
                 report: RetryReport::default(),
             };
+            let deadline = forwarding.state.deadline;
             let ready = self.take_ready();
             return ResponseFuture::forward(
                 ready,
                 Request::from_parts(parts, body),
                 forwarding,
+                deadline,
                 trace,
             );
         }
@@ -254,7 +264,7 @@ impl<S: Clone> IntegrationCacheService<S> {
             report: RetryReport::default(),
         };
         let ready = self.take_ready();
-        ResponseFuture::forward(ready, request, forwarding, trace)
+        ResponseFuture::forward(ready, request, forwarding, None, trace)
     }
 }
 

@@ -1,5 +1,7 @@
 //! A response as it is kept in the store, and how it is played back.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, Response, StatusCode, Version};
@@ -22,7 +24,8 @@ pub(crate) struct StoredResponse {
     /// this and puts the body next to it, so no empty head is built and thrown away.
     head: response::Parts,
     body: Bytes,
-    vary: Box<[(HeaderName, Option<HeaderValue>)]>,
+    /// The request's value of each header `Vary` names, all its field lines combined.
+    vary: Box<[(HeaderName, Option<Bytes>)]>,
     /// The route key it was stored under.
     route: Box<str>,
     upstream_age: u64,
@@ -51,28 +54,25 @@ impl StoredResponse {
         // `Content-Length` from it (one header less to clone on every hit), and `render` adds it
         // for `HEAD`, whose body is empty.
         headers.remove(header::CONTENT_LENGTH);
-        let vary: Vec<(HeaderName, Option<HeaderValue>)> = vary_names(&parts.headers)
+        let vary: Vec<(HeaderName, Option<Cow<'_, [u8]>>)> = vary_names(&parts.headers)
             .unwrap_or_default()
             .into_iter()
             .map(|name| {
-                let value = request_headers.get(&name).cloned();
+                let value = combined(request_headers, &name);
                 (name, value)
             })
             .collect();
 
-        let vary_values = vary.iter().filter_map(|(_, value)| value.as_ref());
-        let len = headers
-            .values()
-            .chain(vary_values.clone())
-            .map(HeaderValue::len)
-            .sum::<usize>()
+        let vary_values = vary.iter().filter_map(|(_, value)| value.as_deref());
+        let len = headers.values().map(HeaderValue::len).sum::<usize>()
+            + vary_values.clone().map(<[u8]>::len).sum::<usize>()
             + chunks.iter().map(Bytes::len).sum::<usize>();
         let mut packer = Packer::with_capacity(len);
         let header_pieces: Vec<Piece> = headers
             .values()
             .map(|v| packer.push(v.as_bytes()))
             .collect();
-        let vary_pieces: Vec<Piece> = vary_values.map(|v| packer.push(v.as_bytes())).collect();
+        let mut vary_pieces: Vec<Piece> = vary_values.map(|v| packer.push(v)).collect();
         let body_start = packer.push(&[]);
         let body_end = chunks
             .iter()
@@ -82,14 +82,13 @@ impl StoredResponse {
         for (value, piece) in headers.values_mut().zip(header_pieces) {
             *value = packed.value(piece, value);
         }
-        let mut vary_pieces = vary_pieces.into_iter();
+        vary_pieces.reverse();
         let vary = vary
             .into_iter()
             .map(|(name, value)| {
-                let value = value.map(|v| match vary_pieces.next() {
-                    Some(piece) => packed.value(piece, &v),
-                    None => v,
-                });
+                let value = value
+                    .and_then(|_| vary_pieces.pop())
+                    .map(|p| packed.bytes(p));
                 (name, value)
             })
             .collect();
@@ -130,9 +129,9 @@ impl StoredResponse {
 
     /// Whether a request with these headers may be answered by this response (`Vary`).
     pub(crate) fn matches(&self, request_headers: &HeaderMap) -> bool {
-        self.vary
-            .iter()
-            .all(|(name, value)| request_headers.get(name) == value.as_ref())
+        self.vary.iter().all(|(name, value)| {
+            combined(request_headers, name).as_deref() == value.as_ref().map(|v| &v[..])
+        })
     }
 
     /// Bytes of memory this response holds, roughly, for the byte bound: its packed values and
@@ -153,9 +152,7 @@ impl StoredResponse {
         let vary: usize = self
             .vary
             .iter()
-            .map(|(name, value)| {
-                name.as_str().len() + value.as_ref().map_or(0, HeaderValue::len) + 80
-            })
+            .map(|(name, value)| name.as_str().len() + value.as_ref().map_or(0, Bytes::len) + 80)
             .sum();
         (self.body.len() + headers + vary + self.route.len() + PER_RESPONSE) as u64
     }
@@ -181,7 +178,7 @@ impl StoredResponse {
             // `Age` is the first entry (see `head_for_hits`), so this finds it at once, without
             // hashing the name as `get_mut` would.
             if let Some((_, age)) = headers.iter_mut().find(|(name, _)| **name == header::AGE) {
-                *age = age_value(self.upstream_age + resident_secs);
+                *age = age_value(self.upstream_age.saturating_add(resident_secs));
             }
         } else {
             headers.remove(header::AGE);
@@ -235,6 +232,22 @@ fn head_for_hits(
     head
 }
 
+/// A request header's field lines combined into one value (RFC 9110 §5.3), as `Vary` compares
+/// them; borrowed when there is one line, as there almost always is.
+fn combined<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<Cow<'h, [u8]>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first.as_bytes()));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    Some(Cow::Owned(joined))
+}
+
 /// All values of `name`, comma-joined, if any.
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let values: Vec<&str> = headers
@@ -275,5 +288,48 @@ mod tests {
         assert!(stored.matches(&request));
         request.insert("accept-language", HeaderValue::from_static("de"));
         assert!(!stored.matches(&request));
+    }
+
+    #[test]
+    fn vary_compares_every_field_line_of_the_request_header() {
+        let (parts, _) = Response::builder()
+            .header("vary", "accept-language")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let lines = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("accept-language", HeaderValue::from_static(value));
+            }
+            headers
+        };
+        let stored = StoredResponse::new(&parts, &[], &lines(&["fr", "de"]), "/");
+        assert!(stored.matches(&lines(&["fr", "de"])));
+        assert!(
+            stored.matches(&lines(&["fr, de"])),
+            "one line or two, the same value"
+        );
+        assert!(
+            !stored.matches(&lines(&["fr", "en"])),
+            "the first line alone is not enough"
+        );
+        assert!(!stored.matches(&lines(&["fr"])));
+        assert!(!stored.matches(&lines(&[])));
+        let absent = StoredResponse::new(&parts, &[], &lines(&[]), "/");
+        assert!(absent.matches(&lines(&[])));
+        assert!(!absent.matches(&lines(&["fr"])));
+    }
+
+    #[test]
+    fn a_huge_upstream_age_saturates() {
+        let (parts, _) = Response::builder()
+            .header("age", u64::MAX.to_string())
+            .body(())
+            .unwrap()
+            .into_parts();
+        let stored = StoredResponse::new(&parts, &[], &HeaderMap::new(), "/");
+        let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 2, Served::Hit);
+        assert_eq!(rendered.headers()["age"], u64::MAX.to_string().as_str());
     }
 }
