@@ -181,6 +181,8 @@ impl StdError for CacheError {
 ///   out, network or host unreachable, network down, address not available or broken pipe (the
 ///   seed's `ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`);
 /// - [`tokio::time::error::Elapsed`] (a timeout);
+/// - with the `proxy` feature, a `hyper::Error` for a connection closed before the response
+///   was complete (an upstream that hung up without answering);
 /// - as a last resort, for errors that only carry text (DNS failures surface from `getaddrinfo`
 ///   as text): the seed's codes and their usual wording (`ENOTFOUND`, `dns error`,
 ///   `failed to lookup address`, `fetch failed`, ...).
@@ -196,6 +198,14 @@ pub fn is_transient(error: &(dyn StdError + 'static)) -> bool {
             }
         }
         if err.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        // An upstream that accepted the connection and closed it without an answer.
+        #[cfg(feature = "proxy")]
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
             return true;
         }
         if mentions_network_failure(&err.to_string()) {
@@ -246,8 +256,10 @@ fn mentions_network_failure(message: &str) -> bool {
         "ENETUNREACH",
         "EAI_AGAIN",
     ];
-    const PHRASES: [&str; 8] = [
+    const PHRASES: [&str; 9] = [
         "fetch failed",
+        // hyper's words for a connection closed before the response came.
+        "connection closed before message completed",
         "connection refused",
         "timed out",
         "dns error",

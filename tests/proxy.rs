@@ -392,6 +392,75 @@ async fn a_dead_upstream_gets_a_json_502() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_hangs_up_without_answering_is_retried() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counted = accepted.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Read the request, answer nothing, close.
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+        }
+    });
+    let proxy = Running::start(&format!("http://{addr}"), &["--retry-max", "2"]).await;
+    let answer = get(proxy.addr, "/s", "ann").await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let json = answer.json();
+    assert_eq!(json["error"]["code"], "RETRY_EXHAUSTED", "{json}");
+    assert_eq!(json["error"]["retries"], 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_hung_upstream_is_answered_at_the_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            // Accept and never answer.
+            open.push(stream);
+        }
+    });
+    let proxy = Running::start(&format!("http://{addr}"), &["--deadline", "300ms"]).await;
+    let started = std::time::Instant::now();
+    let answer = get(proxy.addr, "/s", "ann").await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.json()["error"]["code"], "RETRY_EXHAUSTED");
+    // Well before the 10 s upstream timeout; no tighter bound on a shared machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    server.abort();
+}
+
+#[test]
+fn an_empty_admin_token_is_refused() {
+    for token in ["", "  "] {
+        let args = ProxyArgs::try_parse_from([
+            "reverse_proxy",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            token,
+        ])
+        .unwrap();
+        let Err(error) = Proxy::from_args(&args) else {
+            panic!("an admin token of {token:?} was accepted");
+        };
+        assert_eq!(error.setting(), "admin_token");
+    }
+}
+
+#[tokio::test]
 async fn a_body_larger_than_max_body_streams_through_uncached() {
     const SIZE: usize = 3 << 20;
     let upstream = Upstream::start(|_request, _| async {

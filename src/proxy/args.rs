@@ -95,12 +95,17 @@ pub struct ProxyArgs {
     #[arg(long, env = "IC_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// The longest a cacheable request may wait for the upstream, retries included, before
+    /// it is answered 504 (or stale, with --stale-if-error).
+    #[arg(long, env = "IC_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub deadline: Duration,
+
     /// Serve the admin API (GET /stats, GET /metrics, POST /invalidate/{user}, POST /clear,
     /// GET /healthz) on this address. Off by default.
     #[arg(long, env = "IC_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
-    /// Require `Authorization: Bearer <token>` for the admin POSTs.
+    /// Require `Authorization: Bearer <token>` for the admin POSTs (not empty).
     #[arg(long, env = "IC_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 

@@ -94,11 +94,23 @@ impl Proxy {
                 AnonymousMode::Reject => Anonymous::Reject,
             })
             .retry(retry)
-            .retry_budget(budget);
+            .retry_budget(budget)
+            .deadline(args.deadline);
         if let Some(window) = args.stale_if_error {
             builder = builder.stale_if_error(window);
         }
         builder = user_source(builder, args)?;
+        if args
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
+            return Err(ConfigError::new(
+                "admin_token",
+                "an empty --admin-token would let anyone use the admin API; give a token, or \
+                 leave the flag unset to run the admin API without one",
+            ));
+        }
         Ok(Self {
             layer: builder.build()?,
             upstream: Upstream::new(upstream, args.upstream_timeout)?,

@@ -130,12 +130,20 @@ impl RetryBudget {
     ///
     /// # Errors
     ///
-    /// `window` outside 1..=60 s, or `ratio` outside 0.0..=1000.0.
+    /// `window` outside 1..=60 s, `min_per_sec` of `i32::MAX` or more, or `ratio` outside
+    /// 0.0..=1000.0.
     pub fn new(window: Duration, min_per_sec: u32, ratio: f32) -> Result<Self, ConfigError> {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&window) {
             return Err(ConfigError::new(
                 "retry_budget.window",
                 "use a window between 1 s and 60 s",
+            ));
+        }
+        // tower asserts this; a floor that high means no budget at all.
+        if min_per_sec >= i32::MAX as u32 {
+            return Err(ConfigError::new(
+                "retry_budget.min_per_sec",
+                "use a floor below 2147483647 retries per second; for no budget at all, use a large ratio",
             ));
         }
         if !(0.0..=1000.0).contains(&ratio) {
@@ -348,5 +356,9 @@ mod tests {
         assert!(RetryBudget::new(Duration::from_millis(10), 1, 0.2).is_err());
         assert!(RetryBudget::new(Duration::from_secs(10), 1, -1.0).is_err());
         assert!(RetryBudget::new(Duration::from_secs(10), 1, 0.2).is_ok());
+        // tower would panic on these.
+        let floor = RetryBudget::new(Duration::from_secs(10), u32::MAX, 0.2).unwrap_err();
+        assert_eq!(floor.setting(), "retry_budget.min_per_sec");
+        assert!(RetryBudget::new(Duration::from_secs(10), 1, f32::NAN).is_err());
     }
 }
