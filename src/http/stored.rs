@@ -128,7 +128,13 @@ impl StoredResponse {
     }
 
     /// Whether a request with these headers may be answered by this response (`Vary`).
+    #[inline]
     pub(crate) fn matches(&self, request_headers: &HeaderMap) -> bool {
+        // Most responses vary on nothing: every hit asks, so say so without a call.
+        self.vary.is_empty() || self.matches_vary(request_headers)
+    }
+
+    fn matches_vary(&self, request_headers: &HeaderMap) -> bool {
         self.vary.iter().all(|(name, value)| {
             combined(request_headers, name).as_deref() == value.as_ref().map(|v| &v[..])
         })
