@@ -304,6 +304,12 @@ where
             let token = self.store.begin(user);
             match self.flights.join((user.clone(), token.generation())) {
                 Role::Leader(leader) => {
+                    // A leader that finished between the lookup above and `join` stored its
+                    // value and left: use that rather than fetch a second time.
+                    if let Some(found) = self.store.get(user, &()) {
+                        leader.complete(Ok(found.value.clone()));
+                        return Ok(found.value);
+                    }
                     info!(user_id = %user, "Cache miss, fetching fresh data");
                     let outcome = match fetch_with_retry(retry, user, &mut fetch).await {
                         Ok((value, _attempts)) => {

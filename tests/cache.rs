@@ -320,6 +320,66 @@ async fn fallback_serves_stale_then_default() {
     assert_eq!(value, Vec::<&str>::new());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_fetch_on_a_multi_threaded_runtime() {
+    // An instant fetch, so a leader often finishes while other callers are between their
+    // lookup and joining the flight: they must find its value, not fetch again.
+    for round in 0..200 {
+        let cache: IntegrationCache<u32> = IntegrationCache::new();
+        let fetches = Arc::new(AtomicU32::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let callers: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, fetches, barrier) = (cache.clone(), fetches.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let fetch = || {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        async { Ok::<_, io::Error>(1) }
+                    };
+                    cache.get_or_fetch(&7, fetch, &RetryConfig::default()).await
+                })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap(), 1);
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "round {round}");
+    }
+}
+
+#[test]
+fn one_entry_with_a_byte_bound_is_stored() {
+    let cache: IntegrationCache<u64> = IntegrationCache::builder()
+        .max_entries(1)
+        .max_bytes(1 << 20)
+        .build()
+        .unwrap();
+    cache.set(1, 1).unwrap();
+    assert_eq!(cache.get(&1), Some(1));
+    cache.set(2, 2).unwrap();
+    assert_eq!(cache.len(), 1, "the entry bound holds");
+}
+
+#[test]
+fn bounds_beyond_what_can_be_summed_are_config_errors() {
+    let error = IntegrationCache::<u64>::builder()
+        .max_entries(2)
+        .max_bytes(u64::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.setting(), "max_bytes");
+    let cache: IntegrationCache<u64> = IntegrationCache::builder()
+        .max_entries(2)
+        .max_bytes(1 << 50)
+        .build()
+        .unwrap();
+    for user in 1..=3 {
+        cache.set(user, user).unwrap();
+    }
+    assert!(cache.len() <= 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_thousand_concurrent_misses_run_one_fetch() {
     let cache = cache();

@@ -24,11 +24,15 @@ use tower::{Layer, ServiceExt};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// The tests take turns: the allocator counts for the whole process.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Users stored after the baseline is taken.
 const USERS: usize = 500;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_stored_response_does_not_keep_the_upstream_read_buffer_alive() {
+    let _alone = ALONE.lock().await;
     // A small per-user JSON answer with a few headers, as an integration-status API sends.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -102,4 +106,40 @@ async fn a_stored_response_does_not_keep_the_upstream_read_buffer_alive() {
         "each stored response holds {per_entry} bytes, the byte bound counts {counted}"
     );
     server.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn writing_one_user_over_and_over_holds_no_more_memory() {
+    let _alone = ALONE.lock().await;
+    // Lets the reaper task take the visits queued so far.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let cache: integration_cache::IntegrationCache<u64> =
+        integration_cache::IntegrationCache::builder()
+            .max_entries(10)
+            .build()
+            .unwrap();
+    cache.set(1, 0).unwrap();
+    settle().await;
+    let region = Region::new(GLOBAL);
+    for i in 0..100_000u64 {
+        cache.set(1, i).unwrap();
+        if i % 1000 == 0 {
+            settle().await;
+        }
+    }
+    settle().await;
+    let change = region.change();
+    let grown = change.bytes_allocated as isize - change.bytes_deallocated as isize
+        + change.bytes_reallocated;
+    assert_eq!(cache.len(), 1);
+    // Each write queued a reaper visit kept until its time (the TTL and stale window later):
+    // about 230 bytes a write, 23 MB here before that was fixed.
+    assert!(
+        grown < 1 << 20,
+        "one entry, but {grown} bytes more held after 100 000 writes"
+    );
 }

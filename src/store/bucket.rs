@@ -121,8 +121,7 @@ impl<K, V> Bucket<K, V> {
         self.slots
             .as_slice()
             .iter()
-            .map(|s| s.weight)
-            .sum::<u64>()
+            .fold(0u64, |sum, s| sum.saturating_add(s.weight))
             .max(1)
     }
 

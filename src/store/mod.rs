@@ -260,7 +260,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     pub(crate) fn new(config: StoreConfig<V>, counters: Arc<Counters>) -> Self {
-        let units = config.units();
+        let mut units = config.units();
         let entries = Arc::new(Gauge::default());
         let cleared = Arc::new(Cleared::default());
         let lifecycle = Lifecycles {
@@ -275,6 +275,11 @@ where
             DefaultHashBuilder::default(),
             lifecycle,
         );
+        // An entry weighing the floor must be admitted: with one entry allowed (or few, over
+        // many shards), a full share of the bytes would be more than one shard takes.
+        if let Units::Bytes { floor, .. } = &mut units {
+            *floor = (*floor).min(admission_limit(map.shard_capacity()));
+        }
         Self {
             shared: Arc::new(Shared {
                 map,
@@ -371,9 +376,7 @@ where
                     if guard.insert(bucket).is_ok() {
                         if let Some(at) = visit {
                             let deadline = shared.clock.deadline(at);
-                            shared
-                                .reaper
-                                .schedule(user.clone(), generation, at, deadline);
+                            shared.reaper.schedule(user.clone(), at, deadline);
                         }
                     }
                     WriteToken {
@@ -455,8 +458,8 @@ where
                 if let Mode::Set = mode {
                     next.generation = self.next_generation();
                     next.in_flight = None;
-                    // Visits name a generation: those planned for the old one will not count.
-                    next.plan = Plan::NONE;
+                    // The plan stays: the visit already queued is still this bucket's, so a
+                    // user written over and over queues no more visits.
                 }
                 if let Some(ended) = in_flight.take() {
                     ended.fetch_sub(1, Ordering::AcqRel);
@@ -471,7 +474,6 @@ where
                 }
                 let change = Change {
                     delta,
-                    generation: next.generation,
                     visit: plan(&mut next, epoch),
                 };
                 if next.weight() > bucket.weight() {
@@ -515,11 +517,7 @@ where
                 if guard.insert(bucket).is_err() {
                     return Err(Refused::Outdated);
                 }
-                Change {
-                    delta,
-                    generation,
-                    visit,
-                }
+                Change { delta, visit }
             }
             _ => return Err(Refused::Outdated),
         };
@@ -528,9 +526,7 @@ where
         shared.counters.incr(Event::Stored);
         if let Some(at) = change.visit {
             let deadline = shared.clock.deadline(at);
-            shared
-                .reaper
-                .schedule(user.clone(), change.generation, at, deadline);
+            shared.reaper.schedule(user.clone(), at, deadline);
         }
         Ok(())
     }
@@ -676,8 +672,18 @@ pub(crate) fn check_bound(
             "must be at least 1, or left unset",
         ));
     }
+    // quick_cache sums weights in a u64; far below that, no bound is a real limit anyway.
+    if bound.is_some_and(|bound| bound > LARGEST_BOUND) {
+        return Err(crate::ConfigError::new(
+            setting,
+            "must be at most 2^50 (1 PiB, or that many entries), or left unset",
+        ));
+    }
     Ok(())
 }
+
+/// The largest `max_entries` or `max_bytes` accepted.
+const LARGEST_BOUND: u64 = 1 << 50;
 
 /// `from + by`, with `by` clamped to [`LONGEST_TTL`].
 fn far(from: Tick, by: Duration) -> Tick {
@@ -710,7 +716,6 @@ fn plan<K: Clone + Eq, V: Clone>(bucket: &mut Bucket<K, V>, epoch: Option<u32>) 
 
 struct Change {
     delta: Delta,
-    generation: u64,
     visit: Option<Tick>,
 }
 
@@ -769,13 +774,13 @@ where
         self.clock.follow_runtime();
     }
 
-    fn reap(&self, user: &U, generation: u64, planned: Tick) -> Option<(Tick, Instant)> {
+    fn reap(&self, user: &U, planned: Tick) -> Option<(Tick, Instant)> {
         let _fence = self.fence.hold();
         let now = self.clock.now();
         let epoch = self.reaper.epoch();
         let result = self.map.entry(user, None, |_, bucket| {
             let expected = bucket.plan.is_some() && bucket.plan.at == planned;
-            if bucket.generation != generation || !expected {
+            if !expected {
                 return EntryAction::Retain(Visit::Obsolete);
             }
             if bucket.is_departed(now) || !self.cleared.is_live(bucket.generation) {

@@ -3,8 +3,9 @@
 //! Each bucket plans a visit at its next departure; a tokio timer wheel ([`DelayQueue`]) holds
 //! the visits, so the work done is proportional to what departs, there is no scan over every
 //! entry, and the only lock taken is one shard's, for one bucket. A visit that no longer
-//! matches its bucket's plan (the bucket was rewritten, replanned or replaced) is dropped, so
-//! visits never pile up. Time is tokio's: tests drive it with `pause`/`advance`.
+//! matches its bucket's plan (the bucket was replanned or replaced) is dropped, and a rewrite
+//! keeps the plan (and so the visit already queued) unless it departs sooner, so visits never
+//! pile up, however often one user is written. Time is tokio's: tests drive it with `pause`/`advance`.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,9 +22,10 @@ const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The store side of the reaper.
 pub(crate) trait Reap<U>: Send + Sync + 'static {
-    /// Visits the bucket of `user` if it still has `generation` and still plans a visit at
-    /// `planned`; returns when to come back, on the store's clock and as a timer deadline.
-    fn reap(&self, user: &U, generation: u64, planned: Tick) -> Option<(Tick, Instant)>;
+    /// Visits the bucket of `user` if it still plans a visit at `planned` (whatever its
+    /// generation: a rewritten bucket keeps its plan); returns when to come back, on the store's
+    /// clock and as a timer deadline.
+    fn reap(&self, user: &U, planned: Tick) -> Option<(Tick, Instant)>;
 
     /// Called in a runtime the store had no reaper in yet, before its first visit is planned.
     fn entered_runtime(&self);
@@ -31,7 +33,6 @@ pub(crate) trait Reap<U>: Send + Sync + 'static {
 
 struct Visit<U> {
     user: U,
-    generation: u64,
     /// The bucket's plan, which identifies the visit.
     planned: Tick,
     /// When the timer fires.
@@ -95,17 +96,12 @@ impl<U: Send + Sync + 'static> Reaper<U> {
         self.running.load().as_deref().map(|running| running.epoch)
     }
 
-    /// Queues a visit to `user`'s bucket `generation`, planned for `planned`, at `at`. Lost if
+    /// Queues a visit to `user`'s bucket, planned for `planned`, at `at`. Lost if
     /// the reaper has died since [`running`](Self::running); the bucket's plan then names a dead
     /// epoch and the next write plans again.
-    pub(crate) fn schedule(&self, user: U, generation: u64, planned: Tick, at: Instant) {
+    pub(crate) fn schedule(&self, user: U, planned: Tick, at: Instant) {
         if let Some(running) = self.running.load().as_deref() {
-            let _ = running.visits.send(Visit {
-                user,
-                generation,
-                planned,
-                at,
-            });
+            let _ = running.visits.send(Visit { user, planned, at });
         }
     }
 }
@@ -125,7 +121,7 @@ async fn run<U: 'static>(owner: Weak<dyn Reap<U>>, mut visits: mpsc::UnboundedRe
             Some(due) = std::future::poll_fn(|cx| queue.poll_expired(cx)) => {
                 let Some(owner) = owner.upgrade() else { return };
                 let visit = due.into_inner();
-                if let Some((planned, at)) = owner.reap(&visit.user, visit.generation, visit.planned) {
+                if let Some((planned, at)) = owner.reap(&visit.user, visit.planned) {
                     enqueue(&mut queue, Visit { planned, at, ..visit });
                 }
             }
