@@ -493,7 +493,7 @@ where
     /// # Errors
     ///
     /// - `ttl` is zero or over 100 years; `stale_for` is over 100 years;
-    /// - `max_entries` or `max_bytes` is zero.
+    /// - `max_entries` or `max_bytes` is zero or over 2^50.
     pub fn build(self) -> Result<IntegrationCache<V, U>, ConfigError> {
         check_duration("ttl", self.ttl, None)?;
         check_duration("stale_for", self.stale_for, Some("zero reclaims at expiry"))?;
