@@ -243,8 +243,8 @@ impl IntegrationCacheLayerBuilder {
     ///
     /// # Errors
     ///
-    /// An invalid user header name; a zero or over-long TTL; zero bounds or bounds over 2^50; a cacheable status
-    /// that is not a valid status code; a zero deadline.
+    /// An invalid user header name; a zero or over-long TTL; bounds of zero or over 2^50; a
+    /// cacheable status that is not a valid status code; a zero deadline.
     pub fn build(self) -> Result<IntegrationCacheLayer, ConfigError> {
         let extractor = self.extractor?;
         check_duration("ttl", self.ttl, None)?;
