@@ -774,6 +774,31 @@ async fn the_deadline_bounds_a_miss() {
     assert_eq!(json["error"]["code"], "RETRY_EXHAUSTED");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_call_on_a_multi_threaded_runtime() {
+    // An instant upstream, so a leader often finishes while other requests are between their
+    // lookup and joining its flight: they must find its answer, not call again.
+    let echo = Echo::default();
+    let service = echo.service(builder().build().unwrap());
+    for round in 0..200 {
+        let before = echo.calls();
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let requests: Vec<_> = (0..32)
+            .map(|_| {
+                let (service, barrier) = (service.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    send(&service, get(&format!("/r{round}"), "ann")).await
+                })
+            })
+            .collect();
+        for request in requests {
+            assert_eq!(request.await.unwrap().status, StatusCode::OK);
+        }
+        assert_eq!(echo.calls() - before, 1, "round {round}");
+    }
+}
+
 /// An upstream that sleeps an hour: only the deadline can answer.
 fn hung() -> impl Service<
     Req,

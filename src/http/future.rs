@@ -234,6 +234,24 @@ where
     let flight = (miss.user.clone(), miss.key.clone(), token.generation());
     match state.flights.join(flight) {
         Role::Leader(leader) => {
+            // A flight that ended between this request's lookup and `join` has stored its
+            // answer: use it rather than call the upstream again (unless asked for a new one).
+            let stored = (miss.why != Forward::Request)
+                .then(|| {
+                    state
+                        .store
+                        .get(miss.user.as_str(), &state.route_hash(&miss.key))
+                })
+                .flatten()
+                .filter(|found| found.value.is_for(&miss.key, &parts.headers));
+            if let Some(found) = stored {
+                state.store.counters().incr(Event::Coalesced);
+                let response = found.value.render(false, 0, Served::Collapsed);
+                leader.complete(Outcome::Response(found.value, Served::Collapsed));
+                return Machine::Done {
+                    response: Some(response),
+                };
+            }
             let report = RetryReport::default();
             parts.extensions.insert(report.clone());
             let uri = parts.uri.clone();
