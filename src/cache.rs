@@ -15,7 +15,7 @@ use crate::error::{BoxError, CacheError, CacheErrorKind, ConfigError};
 use crate::retry::fetch::fetch_with_retry;
 use crate::retry::RetryConfig;
 use crate::store::counters::{Counters, Event};
-use crate::store::{check_bound, check_duration, Store, StoreConfig, DEFAULT_MAX_ENTRIES};
+use crate::store::{check_bound, check_duration, Refused, Store, StoreConfig, DEFAULT_MAX_ENTRIES};
 
 /// The seed's `CACHE_TTL`: entries are fresh for 5 minutes unless told otherwise.
 pub const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -189,15 +189,18 @@ where
                 format!("cannot store the value for user {user}: {range}"),
             ));
         }
-        self.store.set(&user, (), value, ttl).map_err(|_| {
-            CacheError::new(
+        match self.store.set(&user, (), value, ttl) {
+            // An `invalidate` or `clear` of this user ran at the same time and came after:
+            // the value was set and then dropped, which is what the caller asked for.
+            Ok(()) | Err(Refused::Outdated) => Ok(()),
+            Err(Refused::TooHeavy) => Err(CacheError::new(
                 CacheErrorKind::CacheSetFailed,
                 format!(
                     "the value for user {user} weighs more than the cache admits for one entry; \
                      raise max_bytes or store a smaller value"
                 ),
-            )
-        })
+            )),
+        }
     }
 
     /// Whether `user` has a fresh entry. Does not count as a hit or a miss.

@@ -349,6 +349,35 @@ async fn concurrent_misses_share_one_fetch_on_a_multi_threaded_runtime() {
 }
 
 #[test]
+fn a_set_racing_an_invalidate_never_fails() {
+    // A set that grows the user's bucket swaps it out for a moment; an invalidate landing then
+    // wins, and the set must not report that as a value too heavy to store.
+    let cache: IntegrationCache<Vec<u8>> = IntegrationCache::builder()
+        .max_bytes(1 << 20)
+        .weigher(|v: &Vec<u8>| v.len() as u64)
+        .build()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let invalidator = {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                cache.invalidate(&1);
+            }
+        })
+    };
+    let failures = (0..20_000)
+        .filter(|_| {
+            let _ = cache.set(1, vec![0; 1]);
+            cache.set(1, vec![0; 100]).is_err()
+        })
+        .count();
+    stop.store(true, Ordering::Relaxed);
+    invalidator.join().unwrap();
+    assert_eq!(failures, 0);
+}
+
+#[test]
 fn one_entry_with_a_byte_bound_is_stored() {
     let cache: IntegrationCache<u64> = IntegrationCache::builder()
         .max_entries(1)
