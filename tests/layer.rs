@@ -374,6 +374,37 @@ async fn vary_headers_select_the_entry() {
 
 // ---------------------------------------------------------------- what is stored
 
+/// The layer on an upstream that answers with `answer(request)` and counts its calls.
+fn counting<F, Fut>(
+    layer: IntegrationCacheLayer,
+    answer: F,
+) -> (
+    impl Service<
+            Req,
+            Response = Response<integration_cache::http::CacheBody<Full<Bytes>>>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+    Arc<AtomicU32>,
+)
+where
+    F: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |req: Req| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = answer(req);
+            async move { Ok::<_, Infallible>(answer.await) }
+        }));
+    (service, calls)
+}
+
 /// An upstream whose answer the test chooses.
 fn fixed(
     layer: IntegrationCacheLayer,
@@ -389,16 +420,7 @@ fn fixed(
         + 'static,
     Arc<AtomicU32>,
 ) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = calls.clone();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_req: Req| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let response = make();
-            async move { Ok::<_, Infallible>(response) }
-        }));
-    (service, calls)
+    counting(layer, move |_req| std::future::ready(make()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -899,28 +921,18 @@ fn by_language(
         + 'static,
     Arc<AtomicU32>,
 ) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counted = calls.clone();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |req: Req| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(ms(200)).await;
-                let language = req
-                    .headers()
-                    .get("accept-language")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    .unwrap_or_default();
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .header("vary", vary)
-                        .body(Full::from(language))
-                        .unwrap(),
-                )
-            }
-        }));
-    (service, calls)
+    counting(layer, move |req: Req| async move {
+        tokio::time::sleep(ms(200)).await;
+        let language = req
+            .headers()
+            .get("accept-language")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        Response::builder()
+            .header("vary", vary)
+            .body(Full::from(language))
+            .unwrap()
+    })
 }
 
 fn in_language(language: &str) -> Req {

@@ -28,6 +28,17 @@ pub(crate) struct Forwarding {
 }
 
 impl Forwarding {
+    /// A miss sent upstream whose answer is not stored (a `HEAD` miss, or a waiter that could
+    /// not use the leader's answer).
+    pub(crate) fn unstored_miss(state: Arc<LayerState>, why: Forward) -> Self {
+        Self {
+            state,
+            served: Served::Forwarded { why, stored: false },
+            invalidate: None,
+            report: RetryReport::default(),
+        }
+    }
+
     pub(crate) fn finish<B, E>(self, result: Result<Response<B>, E>) -> Response<CacheBody<B>>
     where
         E: std::error::Error + 'static,

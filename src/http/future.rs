@@ -431,15 +431,7 @@ where
             }
         }
         Some(Outcome::FetchYourself) => {
-            let forwarding = Forwarding {
-                state: miss.state,
-                served: Served::Forwarded {
-                    why: miss.why,
-                    stored: false,
-                },
-                invalidate: None,
-                report: RetryReport::default(),
-            };
+            let forwarding = Forwarding::unstored_miss(miss.state, miss.why);
             forward(
                 service,
                 Request::from_parts(parts, body),

@@ -180,12 +180,7 @@ where
         };
         if head_only {
             // A HEAD answer has no body to store; only GETs fill the cache.
-            let forwarding = Forwarding {
-                state: miss.state,
-                served: Served::Forwarded { why, stored: false },
-                invalidate: None,
-                report: RetryReport::default(),
-            };
+            let forwarding = Forwarding::unstored_miss(miss.state, why);
             let deadline = forwarding.state.deadline;
             let ready = self.take_ready();
             return ResponseFuture::forward(
