@@ -1,0 +1,104 @@
+//! The layer's hit against the bare service in wall time, measured so that the machine's drift
+//! cancels: (a) the bare service and (b)
+//! [`IntegrationCacheLayer`](integration_cache::http::IntegrationCacheLayer) on it, set up
+//! exactly as in `benches/layer.rs` (the shared `common` module), take turns in short batches
+//! in one process, and each round's ratio is taken before the median.
+//!
+//! On this shared VM, criterion's back-to-back groups for (a) and (b) land minutes apart, and
+//! the machine's speed moves by 1.5× over minutes, so their ratio moved between 1.5 and 2.8 from
+//! run to run of the same binary. Batches of a few milliseconds, alternated, see the same
+//! machine, so no ratio mixes two of its states; the ratio itself still grows when memory is
+//! slow, as (b)'s extra cost is mostly cold memory (BENCHMARKS.md, fourth 2026-12-02 round).
+//!
+//! ```text
+//! cargo bench --bench hit_ratio -- <rounds> <requests per batch>   # defaults: 400 2000
+//! ```
+//!
+//! Prints the median time per request of each, the median of the rounds' (b)/(a), and its
+//! quartiles. Run by `cargo bench` without arguments (which passes `--bench`), it runs a few
+//! rounds as a check.
+
+use std::time::{Duration, Instant};
+
+use tower::Layer;
+
+mod common;
+
+use common::*;
+
+fn median(values: &mut [f64]) -> f64 {
+    quantile(values, 0.5)
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+fn main() {
+    let numbers: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (rounds, batch) = match numbers.as_slice() {
+        [rounds, batch] => (*rounds as usize, *batch),
+        [rounds] => (*rounds as usize, 2_000),
+        _ => (400, 2_000),
+    };
+    let check_only = std::env::args().any(|a| a == "--bench") && numbers.is_empty();
+    let rounds = if check_only { 5 } else { rounds.max(1) };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let users = users();
+        let bare_upstream = Upstream::new(users);
+        let mut bare = bare_service(bare_upstream);
+        warm_and_verify(
+            "a_bare_service",
+            &mut bare,
+            users,
+            bare_upstream,
+            Expect::Uncached,
+        )
+        .await;
+        let layer_upstream = Upstream::new(users);
+        let mut layered = our_layer().layer(bare_service(layer_upstream));
+        let hits = Expect::Hits(Some("HIT"));
+        warm_and_verify("b_layer_on_bare", &mut layered, users, layer_upstream, hits).await;
+        let layer_calls = layer_upstream.calls();
+
+        let per_request = |elapsed: Duration| elapsed.as_nanos() as f64 / batch as f64;
+        let (mut a_ns, mut b_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut first = 0;
+        for round in 0..rounds {
+            // Alternate which goes first, so neither always follows the other.
+            let mut times = [0.0; 2];
+            for turn in 0..2 {
+                let which = (turn + round) % 2;
+                let start = Instant::now();
+                let bytes = if which == 0 {
+                    drive(&mut bare, users, first, batch).await
+                } else {
+                    drive(&mut layered, users, first, batch).await
+                };
+                times[which] = per_request(start.elapsed());
+                assert_eq!(bytes as u64, batch * BODY_LEN as u64);
+            }
+            first = (first + batch as usize) % USERS;
+            a_ns.push(times[0]);
+            b_ns.push(times[1]);
+            ratios.push(times[1] / times[0]);
+        }
+        assert_eq!(layer_upstream.calls(), layer_calls, "(b) served a miss");
+        let (q1, q3) = (quantile(&mut ratios, 0.25), quantile(&mut ratios, 0.75));
+        println!(
+            "{rounds} rounds of {batch} requests each: (a) {:.0} ns, (b) {:.0} ns per request \
+             (medians); (b)/(a) median {:.3}, quartiles {q1:.3}..{q3:.3}",
+            median(&mut a_ns),
+            median(&mut b_ns),
+            median(&mut ratios),
+        );
+    });
+}
