@@ -128,6 +128,52 @@ async fn a_hit_is_served_from_memory_with_its_headers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn hits_replay_each_responses_own_headers_when_heads_are_shared() {
+    // Every user's answer has the same `Content-Type`, `Cache-Control` and `Link` (two lines),
+    // so their heads are shared; `Date` and `ETag` are each response's own, and users 0 and 1
+    // also carry a header with their name, so theirs are not shared at all.
+    let (service, calls) = counting(builder().build().unwrap(), |req: Req| {
+        let user = req.headers()["x-user-id"].to_str().unwrap().to_owned();
+        async move {
+            let mut response = Response::builder()
+                .header("content-type", "application/json")
+                .header("cache-control", "max-age=300")
+                .header("link", "</a>; rel=preload")
+                .header("link", "</b>; rel=preload")
+                .header("date", format!("date-of-{user}"))
+                .header("etag", format!("\"{user}\""));
+            if user == "user-0" || user == "user-1" {
+                response = response.header("x-owner", user.as_str());
+            }
+            response.body(Full::from(user)).unwrap()
+        }
+    });
+    let users: Vec<String> = (0..6).map(|i| format!("user-{i}")).collect();
+    for round in 0..3 {
+        for user in &users {
+            let answer = send(&service, get("/profile", user)).await;
+            assert_eq!(answer.x_cache(), if round == 0 { "MISS" } else { "HIT" });
+            let headers = &answer.headers;
+            assert_eq!(answer.text(), *user);
+            assert_eq!(headers["date"], format!("date-of-{user}").as_str());
+            assert_eq!(headers["etag"], format!("\"{user}\"").as_str());
+            assert_eq!(headers["content-type"], "application/json");
+            let links: Vec<_> = headers.get_all("link").iter().collect();
+            assert_eq!(links, ["</a>; rel=preload", "</b>; rel=preload"], "{user}");
+            let owner = headers.get("x-owner").map(|v| v.to_str().unwrap());
+            let expected = (user == "user-0" || user == "user-1").then_some(user.as_str());
+            assert_eq!(owner, expected);
+            if round > 0 {
+                assert_eq!(headers["cache-status"], "integration-cache; hit");
+                assert_eq!(headers["age"], "0");
+                assert_eq!(headers.get_all("x-cache").iter().count(), 1);
+            }
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test(start_paused = true)]
 async fn hits_share_the_stored_body_without_copying_it() {
     let echo = Echo::default();
     let service = echo.service(builder().build().unwrap());

@@ -72,6 +72,7 @@ mod policy;
 mod record;
 mod respond;
 mod service;
+mod shared_head;
 mod state;
 mod stored;
 mod user;

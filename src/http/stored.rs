@@ -11,6 +11,7 @@ use super::hop_by_hop::strip_hop_by_hop;
 use super::packed::{Packer, Piece};
 use super::policy::{age_header, vary_names};
 use super::respond::{stamp, Served, CACHE_STATUS};
+use super::shared_head::StoredHeaders;
 
 /// Headers that are per-recipient or recomputed, never replayed from the store (besides the
 /// hop-by-hop ones).
@@ -18,17 +19,25 @@ const NOT_STORED: [HeaderName; 3] = [header::SET_COOKIE, header::PROXY_AUTHENTIC
 
 /// A stored response: status, headers without anything per-connection or per-recipient, the
 /// whole body, and the request header values its `Vary` names.
+///
+/// `repr(C)` keeps what every hit reads (headers, body, route, `Vary`, age, status) in the
+/// first 96 bytes, next to the `Arc`'s counts, so a hit on a response no recent request touched
+/// waits for two cache lines of it, not for every line the compiler's order would spread them
+/// over.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct StoredResponse {
-    /// Status, version and headers, exactly as a hit sends them (but for `Age`): a hit clones
-    /// this and puts the body next to it, so no empty head is built and thrown away.
-    head: response::Parts,
+    /// The headers exactly as a hit sends them (but for `Age`'s value), often partly shared
+    /// with other responses (see [`shared_head`](super::shared_head)).
+    headers: StoredHeaders,
     body: Bytes,
-    /// The request's value of each header `Vary` names, all its field lines combined.
-    vary: Box<[(HeaderName, Option<Bytes>)]>,
     /// The route key it was stored under.
     route: Box<str>,
+    /// The request's value of each header `Vary` names, all its field lines combined.
+    vary: Box<[(HeaderName, Option<Bytes>)]>,
     upstream_age: u64,
+    status: StatusCode,
+    version: Version,
     /// The `Cache-Status` members of caches behind this one, which ours must follow.
     upstream_cache_status: Option<String>,
 }
@@ -94,14 +103,13 @@ impl StoredResponse {
             .collect();
         let body = packed.bytes(body_start.to(body_end));
 
-        let head = head_for_hits(
-            parts.status,
-            parts.version,
-            headers,
-            upstream_cache_status.as_deref(),
-        );
         Self {
-            head,
+            status: parts.status,
+            version: parts.version,
+            headers: StoredHeaders::new(headers_for_hits(
+                headers,
+                upstream_cache_status.as_deref(),
+            )),
             body,
             vary,
             route: route.into(),
@@ -113,7 +121,9 @@ impl StoredResponse {
     /// A response made by this layer (an error), shared with coalesced waiters like any other.
     pub(crate) fn synthetic(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
         Self {
-            head: head_for_hits(status, Version::HTTP_11, headers, None),
+            status,
+            version: Version::HTTP_11,
+            headers: StoredHeaders::Own(Box::new(headers_for_hits(headers, None))),
             body,
             vary: Box::new([]),
             route: Box::default(),
@@ -147,14 +157,14 @@ impl StoredResponse {
         /// http's map entry for one header (104 bytes) and its share of the index.
         const PER_HEADER: usize = 112;
         /// The response and its `Arc`, the map's index, the buffer's reference count, the
-        /// store's slot and the user's key.
-        const PER_RESPONSE: usize = 640;
-        let headers: usize = self
-            .head
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + PER_HEADER)
-            .sum();
+        /// store's slot and the user's key, the reaper's visit, and the allocator's overhead on
+        /// each: about 1.5 KiB held per response besides headers and body in `tests/memory.rs`,
+        /// of which this counts two thirds.
+        const PER_RESPONSE: usize = 1024;
+        let mut headers = 0;
+        self.headers.for_each_own(|name, value| {
+            headers += name.as_str().len() + value.len() + PER_HEADER;
+        });
         let vary: usize = self
             .vary
             .iter()
@@ -176,10 +186,10 @@ impl StoredResponse {
         } else {
             self.body.clone()
         };
-        // The stored head is already stamped for a hit and holds an `Age` placeholder, so a hit
-        // overwrites one value in place; other outcomes restamp.
-        let mut head = self.head.clone();
-        let headers = &mut head.headers;
+        // The stored headers are already stamped for a hit and hold an `Age` placeholder, so a
+        // hit overwrites one value in place; other outcomes restamp.
+        let mut head = self.headers.to_map();
+        let headers = &mut head;
         if served.is_from_store() {
             // `Age` is the first entry (see `head_for_hits`), so this finds it at once, without
             // hashing the name as `get_mut` would.
@@ -195,7 +205,11 @@ impl StoredResponse {
         if head_only {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
         }
-        Response::from_parts(head, CacheBody::full(body))
+        let mut response = Response::new(CacheBody::full(body));
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = head;
+        response
     }
 }
 
@@ -215,27 +229,17 @@ fn age_value(seconds: u64) -> HeaderValue {
     ages[seconds as usize].clone()
 }
 
-/// The head a hit clones: `headers` stamped for a hit, with an `Age` placeholder inserted first
+/// `headers` as a hit sends them: stamped for a hit, with an `Age` placeholder inserted first
 /// (`render` finds it by a scan of one entry), in a map whose index has room to spare (a clone
 /// keeps the index's size, so a `HEAD` hit's `Content-Length` does not rebuild it).
-fn head_for_hits(
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
-    upstream_cache_status: Option<&str>,
-) -> response::Parts {
-    let (mut head, ()) = Response::new(()).into_parts();
-    head.status = status;
-    head.version = version;
-    head.headers = HeaderMap::with_capacity(headers.len() + 4);
-    head.headers
-        .insert(header::AGE, HeaderValue::from_static("0"));
-    head.headers.extend(headers);
-    stamp(&mut head.headers, Served::Hit, upstream_cache_status);
+fn headers_for_hits(headers: HeaderMap, upstream_cache_status: Option<&str>) -> HeaderMap {
+    let mut hit = HeaderMap::with_capacity(headers.len() + 4);
+    hit.insert(header::AGE, HeaderValue::from_static("0"));
+    hit.extend(headers);
+    stamp(&mut hit, Served::Hit, upstream_cache_status);
     // A clone keeps the index's size but allocates only the entries in use, so the stored map
     // does not keep the spare room (about a hundred bytes per header) for good.
-    head.headers = head.headers.clone();
-    head
+    hit.clone()
 }
 
 /// A request header's field lines combined into one value (RFC 9110 §5.3), as `Vary` compares
