@@ -131,7 +131,8 @@ async fn a_hit_is_served_from_memory_with_its_headers() {
 async fn hits_replay_each_responses_own_headers_when_heads_are_shared() {
     // Every user's answer has the same `Content-Type`, `Cache-Control` and `Link` (two lines),
     // so their heads are shared; `Date` and `ETag` are each response's own, and users 0 and 1
-    // also carry a header with their name, so theirs are not shared at all.
+    // also carry a header with their name, so theirs are not shared at all. (That sharing
+    // happens is shown where it is decided: `stored.rs` and `shared_head.rs` unit tests.)
     let (service, calls) = counting(builder().build().unwrap(), |req: Req| {
         let user = req.headers()["x-user-id"].to_str().unwrap().to_owned();
         async move {
@@ -169,6 +170,16 @@ async fn hits_replay_each_responses_own_headers_when_heads_are_shared() {
                 assert_eq!(headers.get_all("x-cache").iter().count(), 1);
             }
         }
+    }
+    advance(Duration::from_secs(5)).await;
+    for user in &users {
+        let answer = send(&service, request("HEAD", "/profile", Some(user))).await;
+        assert_eq!(answer.x_cache(), "HIT");
+        assert_eq!(answer.headers["age"], "5");
+        assert_eq!(answer.headers["date"], format!("date-of-{user}").as_str());
+        let length = user.len().to_string();
+        assert_eq!(answer.headers["content-length"], length.as_str());
+        assert_eq!(answer.text(), "");
     }
     assert_eq!(calls.load(Ordering::SeqCst), 6);
 }

@@ -36,6 +36,7 @@ impl Pending {
             chunks,
             &self.request_headers,
             &self.key,
+            self.ttl.map(|_| self.user.as_str()),
         ));
         let state = &self.state;
         if let Some(ttl) = self.ttl {

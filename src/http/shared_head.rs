@@ -8,42 +8,60 @@
 //! `Cache-Control`, and the hit's own `Age`, `X-Cache` and `Cache-Status`), so they can share
 //! one map, which stays in cache because every hit reads it.
 //!
-//! - A header that differs per response by nature (`Date`, `ETag`, ...) stays with the response
-//!   and is appended after the shared ones on each hit.
-//! - A set of headers is shared only once it has been seen twice, so one-off heads are never
-//!   kept, and never when a value is marked sensitive.
+//! - A header that differs per response by nature (`Date`, `ETag`, trace and rate-limit
+//!   headers, ...) stays with the response and is appended after the shared ones on each hit.
+//! - A set of headers is shared only once responses to two different users have carried it, and
+//!   only for responses that are stored: so neither one user's repeated answers nor one-off
+//!   heads are kept, nor a head holding a value marked sensitive.
 //! - A shared map's names and values are `'static` (copied once, never freed). A clone then
 //!   touches no reference count, which would otherwise bounce between cores on every hit. The
-//!   cost is bounded memory for the life of the process: at most [`MAX_SHARED`] maps of at
-//!   most [`MAX_SHARED_BYTES`] bytes of names and values each. Past that, responses keep maps
-//!   of their own, as before.
+//!   cost is bounded memory for the life of the process: at most [`MAX_SHARED`] maps, each of at
+//!   most [`MAX_SHARED_BYTES`] (names, values and about 112 bytes per entry). Past that,
+//!   responses keep maps of their own, as before.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 
 /// Most shared heads kept by the process.
 pub(crate) const MAX_SHARED: usize = 256;
 
-/// Most bytes of names and values in one shared head.
+/// Most bytes one shared head may hold: its names and values, and [`PER_ENTRY`] for each.
 pub(crate) const MAX_SHARED_BYTES: usize = 4096;
 
-/// Heads seen once that are remembered, waiting for a second sighting; forgotten all at once
-/// when full, so one-off heads cost a bounded set and nothing for good.
-const MAX_CANDIDATES: usize = 1024;
+/// What a map entry costs besides its name and value (http's entry and its share of the index).
+const PER_ENTRY: usize = 112;
+
+/// Heads seen once that are remembered, waiting for a sighting from another user; forgotten all
+/// at once when full, so one-off heads cost a bounded set and nothing for good.
+const MAX_CANDIDATES: usize = 256;
 
 /// Headers that differ from one response to the next by nature, so sharing heads that hold
 /// them would share nothing (and `Date` would make a new head every second).
-const PER_RESPONSE: [HeaderName; 5] = [
-    header::DATE,
-    header::EXPIRES,
-    header::ETAG,
-    header::LAST_MODIFIED,
-    HeaderName::from_static("x-request-id"),
+const PER_RESPONSE: [&str; 10] = [
+    "date",
+    "expires",
+    "etag",
+    "last-modified",
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "tracestate",
+    "server-timing",
+    "content-location",
 ];
+
+/// Name prefixes of headers that differ per response (rate-limit counters).
+const PER_RESPONSE_PREFIXES: [&str; 2] = ["x-ratelimit-", "ratelimit"];
+
+fn is_per_response(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    PER_RESPONSE.contains(&name) || PER_RESPONSE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
 
 /// A stored response's headers as a hit sends them: a shared head and the response's own
 /// headers after it, or a map of its own.
@@ -58,10 +76,10 @@ pub(crate) enum StoredHeaders {
 }
 
 impl StoredHeaders {
-    /// `headers`, with their shareable part shared when the process shares (or now starts
-    /// sharing) it.
-    pub(crate) fn new(headers: HeaderMap) -> Self {
-        shared_heads().share(headers)
+    /// `headers` of a response stored for `user`, with their shareable part shared when the
+    /// process shares (or now starts sharing) it.
+    pub(crate) fn new(headers: HeaderMap, user: &str) -> Self {
+        shared_heads().share(headers, user)
     }
 
     /// The headers to send, in a map of the caller's own.
@@ -101,17 +119,21 @@ pub(crate) struct SharedHeads(Mutex<Heads>);
 #[derive(Default)]
 struct Heads {
     shared: HashMap<Box<[u8]>, &'static HeaderMap>,
-    seen_once: HashSet<Box<[u8]>>,
+    /// Heads seen once, with a hash of the user whose response carried them.
+    seen_once: HashMap<Box<[u8]>, u64>,
+    /// Each name's `'static` copy, made once.
+    names: HashMap<HeaderName, HeaderName>,
+    users: RandomState,
 }
 
 impl SharedHeads {
     /// `headers` split into the part a shared head holds (if one does, or now will) and the
-    /// response's own.
-    pub(crate) fn share(&self, headers: HeaderMap) -> StoredHeaders {
+    /// response's own; `user` is whom the response answered.
+    pub(crate) fn share(&self, headers: HeaderMap, user: &str) -> StoredHeaders {
         let mut shareable = HeaderMap::with_capacity(headers.len());
         let mut own = Vec::new();
         for (name, value) in &headers {
-            if PER_RESPONSE.contains(name) {
+            if is_per_response(name) {
                 own.push((name.clone(), value.clone()));
             } else {
                 shareable.append(name.clone(), value.clone());
@@ -122,22 +144,29 @@ impl SharedHeads {
         };
         let mut guard = self.0.lock();
         let heads = &mut *guard;
-        let head = match heads.shared.get(&key) {
-            Some(head) => *head,
-            None if heads.shared.len() >= MAX_SHARED => {
-                return StoredHeaders::Own(Box::new(headers))
-            }
-            None if heads.seen_once.remove(&key) => {
-                let head = leaked(&shareable);
-                heads.shared.insert(key, head);
-                head
-            }
-            None => {
-                if heads.seen_once.len() >= MAX_CANDIDATES {
-                    heads.seen_once.clear();
+        let head = if let Some(head) = heads.shared.get(&key) {
+            *head
+        } else {
+            let user = heads.users.hash_one(user);
+            match heads.seen_once.get(&key) {
+                Some(first) if *first != user && heads.shared.len() < MAX_SHARED => {
+                    let Some(head) = leaked(&shareable, &mut heads.names) else {
+                        return StoredHeaders::Own(Box::new(headers));
+                    };
+                    heads.seen_once.remove(&key);
+                    heads.shared.insert(key, head);
+                    head
                 }
-                heads.seen_once.insert(key);
-                return StoredHeaders::Own(Box::new(headers));
+                Some(_) => return StoredHeaders::Own(Box::new(headers)),
+                None => {
+                    if heads.shared.len() < MAX_SHARED {
+                        if heads.seen_once.len() >= MAX_CANDIDATES {
+                            heads.seen_once.clear();
+                        }
+                        heads.seen_once.insert(key, user);
+                    }
+                    return StoredHeaders::Own(Box::new(headers));
+                }
             }
         };
         StoredHeaders::Shared {
@@ -152,39 +181,50 @@ impl SharedHeads {
     }
 }
 
-/// The names and values of `headers` in order, as one key; `None` past [`MAX_SHARED_BYTES`] or
-/// when a value is marked sensitive (a shared head outlives the entries that use it, so what
-/// is known to be secret is not kept for good).
+/// Each name's and value's length and bytes, in order, as one key; `None` past
+/// [`MAX_SHARED_BYTES`] or when a value is marked sensitive (a shared head outlives the
+/// entries that use it, so what is known to be secret is not kept for good).
 fn key_of(headers: &HeaderMap) -> Option<Box<[u8]>> {
     let mut key = Vec::new();
+    let mut cost = 0;
     for (name, value) in headers {
         if value.is_sensitive() {
             return None;
         }
-        // A name never holds `:` and a value never holds `\n`, so the key reads one way only.
-        key.extend_from_slice(name.as_str().as_bytes());
-        key.push(b':');
-        key.extend_from_slice(value.as_bytes());
-        key.push(b'\n');
-        if key.len() > MAX_SHARED_BYTES {
+        cost += name.as_str().len() + value.len() + PER_ENTRY;
+        if cost > MAX_SHARED_BYTES {
             return None;
+        }
+        for part in [name.as_str().as_bytes(), value.as_bytes()] {
+            // Lengths first, so no two sets of headers make the same key.
+            key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            key.extend_from_slice(part);
         }
     }
     Some(key.into_boxed_slice())
 }
 
-/// A copy of `headers` whose names and values are `'static`, kept for the life of the process.
-fn leaked(headers: &HeaderMap) -> &'static HeaderMap {
+/// A copy of `headers` whose names and values are `'static`, kept for the life of the process;
+/// `names` holds the `'static` names made so far.
+fn leaked(
+    headers: &HeaderMap,
+    names: &mut HashMap<HeaderName, HeaderName>,
+) -> Option<&'static HeaderMap> {
     // Room for the `Content-Length` of a `HEAD` hit and one own header: a clone keeps the
     // index's size, so neither rebuilds it.
     let mut map = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
         let bytes: &'static [u8] = Box::leak(value.as_bytes().into());
-        let copy = HeaderValue::from_maybe_shared(Bytes::from_static(bytes))
-            .unwrap_or_else(|_| value.clone());
-        map.append(static_name(name), copy);
+        // Cannot fail (the bytes were a valid value); were it to, nothing is shared rather than
+        // keeping the original, whose buffer holds the first response's body.
+        let copy = HeaderValue::from_maybe_shared(Bytes::from_static(bytes)).ok()?;
+        let name = names
+            .entry(name.clone())
+            .or_insert_with(|| static_name(name))
+            .clone();
+        map.append(name, copy);
     }
-    Box::leak(Box::new(map))
+    Some(Box::leak(Box::new(map)))
 }
 
 /// `name` with `'static` bytes, so cloning it touches no reference count.
@@ -215,42 +255,42 @@ mod tests {
     }
 
     #[test]
-    fn a_head_seen_twice_is_shared_and_per_response_headers_stay_with_each_response() {
+    fn a_head_two_users_got_is_shared_and_per_response_headers_stay_with_each_response() {
         let heads = SharedHeads::default();
-        let first = heads.share(head(&[
-            ("content-type", "application/json"),
-            ("date", "Mon, 30 Nov 2026 10:00:00 GMT"),
-            ("x-custom", "yes"),
-        ]));
+        let answer = |date: &'static str| {
+            head(&[
+                ("content-type", "application/json"),
+                ("date", date),
+                ("x-custom", "yes"),
+                ("x-ratelimit-remaining", "41"),
+            ])
+        };
+        let first = heads.share(answer("Mon, 30 Nov 2026 10:00:00 GMT"), "ann");
         assert!(matches!(first, StoredHeaders::Own(_)), "seen once");
-        let second = heads.share(head(&[
-            ("content-type", "application/json"),
-            ("date", "Mon, 30 Nov 2026 10:00:01 GMT"),
-            ("x-custom", "yes"),
-        ]));
-        let third = heads.share(head(&[
-            ("content-type", "application/json"),
-            ("x-custom", "yes"),
-            ("date", "Mon, 30 Nov 2026 10:00:02 GMT"),
-        ]));
+        let again = heads.share(answer("Mon, 30 Nov 2026 10:05:00 GMT"), "ann");
+        assert!(
+            matches!(again, StoredHeaders::Own(_)),
+            "one user's answers, however often, are not shared"
+        );
+        let second = heads.share(answer("Mon, 30 Nov 2026 10:00:01 GMT"), "bob");
+        let third = heads.share(answer("Mon, 30 Nov 2026 10:00:02 GMT"), "cy");
         let (StoredHeaders::Shared { head: a, .. }, StoredHeaders::Shared { head: b, .. }) =
             (&second, &third)
         else {
-            panic!("the second and third sightings share: {second:?} {third:?}");
+            panic!("a second user's sighting shares: {second:?} {third:?}");
         };
         assert!(std::ptr::eq(*a, *b));
         assert_eq!(heads.len(), 1);
         let mut third_sent = sent(&third);
         third_sent.sort();
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
         assert_eq!(
             third_sent,
             [
-                ("content-type".to_owned(), "application/json".to_owned()),
-                (
-                    "date".to_owned(),
-                    "Mon, 30 Nov 2026 10:00:02 GMT".to_owned()
-                ),
-                ("x-custom".to_owned(), "yes".to_owned()),
+                pair("content-type", "application/json"),
+                pair("date", "Mon, 30 Nov 2026 10:00:02 GMT"),
+                pair("x-custom", "yes"),
+                pair("x-ratelimit-remaining", "41"),
             ],
             "each response keeps its own date"
         );
@@ -260,19 +300,20 @@ mod tests {
     #[test]
     fn heads_that_differ_in_a_value_or_hold_a_sensitive_one_are_not_shared() {
         let heads = SharedHeads::default();
-        for _ in 0..2 {
-            heads.share(head(&[("x-plan", "free")]));
+        for user in ["ann", "bob"] {
+            heads.share(head(&[("x-plan", "free")]), user);
         }
-        let other = heads.share(head(&[("x-plan", "pro")]));
+        let other = heads.share(head(&[("x-plan", "pro")]), "cy");
         assert!(matches!(other, StoredHeaders::Own(_)));
-        for _ in 0..3 {
+        for user in ["ann", "bob", "cy"] {
             let mut secret = head(&[("x-plan", "free"), ("x-token", "t0k3n")]);
             secret.get_mut("x-token").unwrap().set_sensitive(true);
-            let secret = heads.share(secret);
+            let secret = heads.share(secret, user);
             assert!(matches!(secret, StoredHeaders::Own(_)), "{secret:?}");
         }
         assert_eq!(heads.len(), 1);
-        let free = heads.share(head(&[("x-plan", "free")]));
+        let free = heads.share(head(&[("x-plan", "free")]), "dee");
+        assert!(matches!(free, StoredHeaders::Shared { .. }));
         assert_eq!(sent(&free), [("x-plan".to_owned(), "free".to_owned())]);
     }
 
@@ -283,22 +324,35 @@ mod tests {
             let value = HeaderValue::try_from(format!("user-{i}")).unwrap();
             let mut map = HeaderMap::new();
             map.insert("x-user", value);
-            assert!(matches!(heads.share(map), StoredHeaders::Own(_)));
+            assert!(matches!(
+                heads.share(map, &i.to_string()),
+                StoredHeaders::Own(_)
+            ));
         }
         assert_eq!(heads.len(), 0);
-        let big = HeaderValue::try_from("x".repeat(MAX_SHARED_BYTES)).unwrap();
-        for _ in 0..3 {
+        let big = HeaderValue::try_from("x".repeat(MAX_SHARED_BYTES - 100)).unwrap();
+        for user in ["ann", "bob", "cy"] {
             let mut map = HeaderMap::new();
             map.insert("x-big", big.clone());
-            assert!(matches!(heads.share(map), StoredHeaders::Own(_)));
+            assert!(
+                matches!(heads.share(map, user), StoredHeaders::Own(_)),
+                "its entry's cost counts too"
+            );
         }
         for i in 0..MAX_SHARED + 10 {
-            for _ in 0..2 {
+            for user in ["ann", "bob"] {
                 let mut map = HeaderMap::new();
                 map.insert("x-n", HeaderValue::from(i));
-                heads.share(map);
+                heads.share(map, user);
             }
         }
         assert_eq!(heads.len(), MAX_SHARED);
+    }
+
+    #[test]
+    fn keys_hold_lengths_so_different_headers_never_make_the_same_key() {
+        let one = head(&[("x-a", "1x-b1")]);
+        let two = head(&[("x-a", "1"), ("x-b", "1")]);
+        assert_ne!(key_of(&one), key_of(&two));
     }
 }

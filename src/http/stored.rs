@@ -20,10 +20,9 @@ const NOT_STORED: [HeaderName; 3] = [header::SET_COOKIE, header::PROXY_AUTHENTIC
 /// A stored response: status, headers without anything per-connection or per-recipient, the
 /// whole body, and the request header values its `Vary` names.
 ///
-/// `repr(C)` keeps what every hit reads (headers, body, route, `Vary`, age, status) in the
-/// first 96 bytes, next to the `Arc`'s counts, so a hit on a response no recent request touched
-/// waits for two cache lines of it, not for every line the compiler's order would spread them
-/// over.
+/// `repr(C)` keeps what every hit reads (headers, body, route, `Vary`, age, status) together
+/// at the start, next to the `Arc`'s counts, and what only other outcomes read at the end, so a
+/// hit on a response no recent request touched waits for as few cache lines of it as can be.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct StoredResponse {
@@ -46,11 +45,14 @@ impl StoredResponse {
     /// What to store of an upstream response with `head` and the body in `chunks`, requested
     /// with `request_headers`. Everything kept of the upstream's and the request's bytes is
     /// copied into one allocation of exactly their size (see [`packed`](super::packed)).
+    /// `stored_for` names the user when the response goes into the store; only then may its
+    /// headers be shared with other stored responses (see [`shared_head`](super::shared_head)).
     pub(crate) fn new(
         head: &response::Parts,
         chunks: &[Bytes],
         request_headers: &HeaderMap,
         route: &str,
+        stored_for: Option<&str>,
     ) -> Self {
         let parts = head;
         let mut headers = parts.headers.clone();
@@ -106,10 +108,13 @@ impl StoredResponse {
         Self {
             status: parts.status,
             version: parts.version,
-            headers: StoredHeaders::new(headers_for_hits(
-                headers,
-                upstream_cache_status.as_deref(),
-            )),
+            headers: {
+                let headers = headers_for_hits(headers, upstream_cache_status.as_deref());
+                match stored_for {
+                    Some(user) => StoredHeaders::new(headers, user),
+                    None => StoredHeaders::Own(Box::new(headers)),
+                }
+            },
             body,
             vary,
             route: route.into(),
@@ -191,7 +196,7 @@ impl StoredResponse {
         let mut head = self.headers.to_map();
         let headers = &mut head;
         if served.is_from_store() {
-            // `Age` is the first entry (see `head_for_hits`), so this finds it at once, without
+            // `Age` is the first entry (see `headers_for_hits`), so this finds it at once, without
             // hashing the name as `get_mut` would.
             if let Some((_, age)) = headers.iter_mut().find(|(name, _)| **name == header::AGE) {
                 *age = age_value(self.upstream_age.saturating_add(resident_secs));
@@ -286,8 +291,13 @@ mod tests {
             .into_parts();
         let mut request = HeaderMap::new();
         request.insert("accept-language", HeaderValue::from_static("fr"));
-        let stored =
-            StoredResponse::new(&parts, &[Bytes::from_static(b"hello")], &request, "/hello");
+        let stored = StoredResponse::new(
+            &parts,
+            &[Bytes::from_static(b"hello")],
+            &request,
+            "/hello",
+            None,
+        );
         let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 3, Served::Hit);
         let headers = rendered.headers();
         assert!(headers.get("set-cookie").is_none());
@@ -314,7 +324,7 @@ mod tests {
             }
             headers
         };
-        let stored = StoredResponse::new(&parts, &[], &lines(&["fr", "de"]), "/");
+        let stored = StoredResponse::new(&parts, &[], &lines(&["fr", "de"]), "/", None);
         assert!(stored.matches(&lines(&["fr", "de"])));
         assert!(
             stored.matches(&lines(&["fr, de"])),
@@ -326,9 +336,49 @@ mod tests {
         );
         assert!(!stored.matches(&lines(&["fr"])));
         assert!(!stored.matches(&lines(&[])));
-        let absent = StoredResponse::new(&parts, &[], &lines(&[]), "/");
+        let absent = StoredResponse::new(&parts, &[], &lines(&[]), "/", None);
         assert!(absent.matches(&lines(&[])));
         assert!(!absent.matches(&lines(&["fr"])));
+    }
+
+    #[test]
+    fn stored_responses_to_different_users_share_their_head_and_unstored_ones_never_do() {
+        let (parts, _) = Response::builder()
+            .header("content-type", "application/json")
+            .header("x-test", "stored-rs-sharing")
+            .header("date", "Mon, 30 Nov 2026 10:00:00 GMT")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let store = |user| StoredResponse::new(&parts, &[], &HeaderMap::new(), "/s", user);
+        let shared = |stored: &StoredResponse| match &stored.headers {
+            StoredHeaders::Shared { head, .. } => Some(*head as *const HeaderMap),
+            StoredHeaders::Own(_) => None,
+        };
+        for _ in 0..3 {
+            assert_eq!(shared(&store(None)), None, "not stored, never shared");
+        }
+        assert_eq!(shared(&store(Some("ann"))), None, "first sighting");
+        let bob = store(Some("bob"));
+        let cy = store(Some("cy"));
+        assert!(shared(&bob).is_some());
+        assert_eq!(shared(&bob), shared(&cy));
+        let rendered = cy.render::<http_body_util::Empty<Bytes>>(false, 4, Served::Hit);
+        let headers = rendered.headers();
+        assert_eq!(headers.keys().next(), Some(&header::AGE), "Age comes first");
+        assert_eq!(headers["age"], "4");
+        assert_eq!(headers["x-cache"], "HIT");
+        assert_eq!(headers["date"], "Mon, 30 Nov 2026 10:00:00 GMT");
+        let stale = cy.render::<http_body_util::Empty<Bytes>>(
+            true,
+            9,
+            Served::Stale {
+                upstream_status: None,
+            },
+        );
+        assert_eq!(stale.headers()["x-cache"], "STALE");
+        assert_eq!(stale.headers().get_all("x-cache").iter().count(), 1);
+        assert_eq!(stale.headers()["content-length"], "0");
     }
 
     #[test]
@@ -338,7 +388,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let stored = StoredResponse::new(&parts, &[], &HeaderMap::new(), "/");
+        let stored = StoredResponse::new(&parts, &[], &HeaderMap::new(), "/", None);
         let rendered = stored.render::<http_body_util::Empty<Bytes>>(false, 2, Served::Hit);
         assert_eq!(rendered.headers()["age"], u64::MAX.to_string().as_str());
     }
