@@ -130,16 +130,8 @@ impl SharedHeads {
     /// `headers` split into the part a shared head holds (if one does, or now will) and the
     /// response's own; `user` is whom the response answered.
     pub(crate) fn share(&self, headers: HeaderMap, user: &str) -> StoredHeaders {
-        let mut shareable = HeaderMap::with_capacity(headers.len());
-        let mut own = Vec::new();
-        for (name, value) in &headers {
-            if is_per_response(name) {
-                own.push((name.clone(), value.clone()));
-            } else {
-                shareable.append(name.clone(), value.clone());
-            }
-        }
-        let Some(key) = key_of(&shareable) else {
+        let shareable = || headers.iter().filter(|(name, _)| !is_per_response(name));
+        let Some(key) = key_of(shareable()) else {
             return StoredHeaders::Own(Box::new(headers));
         };
         let mut guard = self.0.lock();
@@ -150,7 +142,7 @@ impl SharedHeads {
             let user = heads.users.hash_one(user);
             match heads.seen_once.get(&key) {
                 Some(first) if *first != user && heads.shared.len() < MAX_SHARED => {
-                    let Some(head) = leaked(&shareable, &mut heads.names) else {
+                    let Some(head) = leaked(shareable(), &mut heads.names) else {
                         return StoredHeaders::Own(Box::new(headers));
                     };
                     heads.seen_once.remove(&key);
@@ -169,10 +161,12 @@ impl SharedHeads {
                 }
             }
         };
-        StoredHeaders::Shared {
-            head,
-            own: own.into_boxed_slice(),
-        }
+        let own = headers
+            .iter()
+            .filter(|(name, _)| is_per_response(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        StoredHeaders::Shared { head, own }
     }
 
     #[cfg(test)]
@@ -184,7 +178,9 @@ impl SharedHeads {
 /// Each name's and value's length and bytes, in order, as one key; `None` past
 /// [`MAX_SHARED_BYTES`] or when a value is marked sensitive (a shared head outlives the
 /// entries that use it, so what is known to be secret is not kept for good).
-fn key_of(headers: &HeaderMap) -> Option<Box<[u8]>> {
+fn key_of<'h>(
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) -> Option<Box<[u8]>> {
     let mut key = Vec::new();
     let mut cost = 0;
     for (name, value) in headers {
@@ -206,12 +202,13 @@ fn key_of(headers: &HeaderMap) -> Option<Box<[u8]>> {
 
 /// A copy of `headers` whose names and values are `'static`, kept for the life of the process;
 /// `names` holds the `'static` names made so far.
-fn leaked(
-    headers: &HeaderMap,
+fn leaked<'h>(
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
     names: &mut HashMap<HeaderName, HeaderName>,
 ) -> Option<&'static HeaderMap> {
     // Room for the `Content-Length` of a `HEAD` hit and one own header: a clone keeps the
     // index's size, so neither rebuilds it.
+    let headers: Vec<_> = headers.collect();
     let mut map = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
         let bytes: &'static [u8] = Box::leak(value.as_bytes().into());
@@ -353,6 +350,6 @@ mod tests {
     fn keys_hold_lengths_so_different_headers_never_make_the_same_key() {
         let one = head(&[("x-a", "1x-b1")]);
         let two = head(&[("x-a", "1"), ("x-b", "1")]);
-        assert_ne!(key_of(&one), key_of(&two));
+        assert_ne!(key_of(one.iter()), key_of(two.iter()));
     }
 }
