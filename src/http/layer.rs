@@ -306,7 +306,7 @@ impl IntegrationCacheLayerBuilder {
             anonymous: self.anonymous,
             deadline: self.deadline,
             retry: retry.policy().clone(),
-            route_hasher: quick_cache::DefaultHashBuilder::default(),
+            route_hasher: foldhash::fast::RandomState::default(),
         };
         Ok(IntegrationCacheLayer {
             state: Arc::new(state),

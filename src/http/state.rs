@@ -52,7 +52,7 @@ pub(crate) struct LayerState {
     pub(crate) deadline: Option<Duration>,
     /// The policy every upstream call goes through (a template: tower clones it per request).
     pub(crate) retry: RetryPolicy,
-    pub(crate) route_hasher: quick_cache::DefaultHashBuilder,
+    pub(crate) route_hasher: foldhash::fast::RandomState,
 }
 
 impl LayerState {

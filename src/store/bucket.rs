@@ -1,10 +1,10 @@
 //! One user's entries, held by value in the map and replaced whole on every change.
 //!
-//! A lookup clones the user's bucket under the shard's read lock: a bucket is small, its one
-//! entry lives inline (the programmatic API, and most HTTP users, who call one route), and more
-//! entries sit behind one `Arc`. So a hit on a one-entry user touches no allocation besides the
-//! map's own, which is most of the cost of a random lookup among a million users. Writers build
-//! the next bucket under the shard's write lock; a user holds few entries (bounded by
+//! A lookup reads the user's bucket in place under the shard's read lock: a bucket is small, its
+//! one entry lives inline (the programmatic API, and most HTTP users, who call one route), and
+//! more entries sit behind one `Arc`. So a hit on a one-entry user touches no allocation besides
+//! the map's own, which is most of the cost of a random lookup among a million users. Writers
+//! build the next bucket under the shard's write lock; a user holds few entries (bounded by
 //! `max_entries_per_user`), so copying them is cheaper than finer-grained locking would be.
 
 use std::borrow::Borrow;
@@ -56,17 +56,17 @@ impl<K, V> Slots<K, V> {
         }
     }
 
-    /// The slot under `key`, taken out of this (cloned, owned) set.
-    pub(crate) fn take<Q>(self, key: &Q) -> Option<Slot<K, V>>
+    /// The slot under `key`.
+    #[inline]
+    pub(crate) fn find<Q>(&self, key: &Q) -> Option<&Slot<K, V>>
     where
-        K: Borrow<Q> + Clone,
-        V: Clone,
+        K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         match self {
-            Slots::One(slot) if slot.key.borrow() == key => Some(slot),
-            Slots::Many(slots) => slots.iter().find(|s| s.key.borrow() == key).cloned(),
-            _ => None,
+            Slots::Empty { .. } => None,
+            Slots::One(slot) => (slot.key.borrow() == key).then_some(slot),
+            Slots::Many(slots) => slots.iter().find(|s| s.key.borrow() == key),
         }
     }
 }
@@ -281,8 +281,8 @@ mod tests {
         assert_eq!(d.removed, 1);
         assert_eq!(keys(&b), ["a", "c"], "b left soonest and made room");
         assert_eq!(b.next_departure(), now.after(Duration::from_secs(7)));
-        assert_eq!(b.clone().slots.take("c").map(|s| s.key), Some("c"));
-        assert!(b.slots.take("b").is_none());
+        assert_eq!(b.slots.find("c").map(|s| s.key), Some("c"));
+        assert!(b.slots.find("b").is_none());
     }
 
     #[test]

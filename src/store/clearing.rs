@@ -7,8 +7,8 @@
 //! the threshold are *cleared*, which reads, writes and counts treat as absent. Their memory
 //! comes back off the caller's thread: a sweep walks the map once, one short shard lock per
 //! bucket, and removes them; meanwhile a read or write of a cleared user removes its bucket, and
-//! so do the reaper's visits and eviction. The sweep matters for more than memory: quick_cache
-//! keeps entries it has seen used in its main queue, so until cleared buckets are gone, new
+//! so do the reaper's visits and eviction. The sweep matters for more than memory: eviction
+//! spares entries read since its hand last passed, so until cleared buckets are gone, new
 //! entries would mostly evict each other.
 //!
 //! The [`Fence`] keeps the count of live entries exact: every change to that count (and every

@@ -3,18 +3,17 @@
 //!
 //! # Shape
 //!
-//! A [`quick_cache`] map from user to a [`Bucket`] of that user's entries (sub-keyed: one per
+//! A sharded [map](map) from user to a [`Bucket`] of that user's entries (sub-keyed: one per
 //! route for the HTTP layer, a single one for the programmatic API), held by value with one entry
-//! inline. Chosen with a criterion bench against moka and a hand-written sharded
-//! `RwLock<HashMap>` (figures in `BENCHMARKS.md`): quick_cache gives the fastest random-key hit of
-//! the structures with an eviction policy, and a real, scan-resistant one (S3-FIFO) weighted by
-//! bytes or entries; what it lacks (TTL, per-user grouping, invalidation that races correctly
-//! with in-flight fetches) is the thin layer written here.
+//! inline. The map was quick_cache until a criterion bench showed its shape cost more than the
+//! rest of a hit (`BENCHMARKS.md`, "Store"); it is now a hand-written `hashbrown` table per shard
+//! with CLOCK eviction weighted by bytes or entries. What the store adds (TTL, per-user grouping,
+//! invalidation that races correctly with in-flight fetches) is the thin layer written here.
 //!
-//! - `get`: one read-locked lookup that clones the user's (small) bucket, a scan of its entries,
+//! - `get`: one read-locked lookup that reads the user's bucket in place, a scan of its entries,
 //!   and an expiry check against the store's [`Clock`] (the CPU's counter, read without stalling
 //!   the lookups around it; tokio's clock when that is paused, so `advance` in tests moves it),
-//!   with times kept as 8-byte [`Tick`]s.
+//!   with times kept as 8-byte [`Tick`]s; only the value found is cloned.
 //! - `invalidate(user)`: removes the bucket, dropping all of that user's entries at once.
 //! - `clear`: raises the generation below which every bucket is dead: one store, whatever the
 //!   size. Reads and writes treat a dead bucket as absent (and remove it when they meet it), and
@@ -35,6 +34,7 @@ mod bucket;
 mod clearing;
 mod clock;
 pub(crate) mod counters;
+mod map;
 mod reaper;
 
 use std::borrow::Borrow;
@@ -43,14 +43,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use quick_cache::sync::{EntryAction, EntryResult};
-use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 use tokio::time::Instant;
 
 use self::bucket::{Bucket, Delta, Plan, Slot};
 use self::clearing::{off_thread, Cleared, Fence, Sweeps};
 use self::clock::{Clock, Tick};
 use self::counters::{Counters, Event, Gauge};
+use self::map::Hooks;
 use self::reaper::{Reap, Reaper};
 
 /// How the store is bounded and how long it keeps things.
@@ -175,36 +174,27 @@ pub(crate) struct Census {
     pub(crate) stale: usize,
 }
 
-type Map<U, K, V> =
-    quick_cache::sync::Cache<U, Bucket<K, V>, BucketWeighter, DefaultHashBuilder, Lifecycles>;
+type Map<U, K, V> = map::Map<U, Bucket<K, V>, Lifecycles>;
 
-#[derive(Clone)]
-struct BucketWeighter;
-
-impl<U, K, V> Weighter<U, Bucket<K, V>> for BucketWeighter {
-    fn weight(&self, _user: &U, bucket: &Bucket<K, V>) -> u64 {
-        bucket.weight()
-    }
-}
-
-/// Keeps buckets with fetches in flight, and the counts right when quick_cache evicts.
-#[derive(Clone)]
+/// Weighs buckets, keeps those with fetches in flight, and keeps the counts right on eviction.
 struct Lifecycles {
     counters: Arc<Counters>,
     entries: Arc<Gauge>,
     cleared: Arc<Cleared>,
 }
 
-impl<U, K, V> Lifecycle<U, Bucket<K, V>> for Lifecycles {
-    type RequestState = ();
+impl<U, K, V> Hooks<U, Bucket<K, V>> for Lifecycles {
+    fn weight(&self, bucket: &Bucket<K, V>) -> u64 {
+        bucket.weight()
+    }
 
-    fn is_pinned(&self, _user: &U, bucket: &Bucket<K, V>) -> bool {
+    fn is_pinned(&self, bucket: &Bucket<K, V>) -> bool {
         bucket.has_fetches_in_flight()
     }
 
-    // quick_cache evicts only while something is inserted, which the store does under its
-    // fence, so the liveness seen here holds until the count is changed.
-    fn on_evict(&self, _state: &mut (), _user: U, bucket: Bucket<K, V>) {
+    // The map evicts only in a write, which the store makes under its fence, so the liveness
+    // seen here holds until the count is changed.
+    fn on_evict(&self, _user: U, bucket: Bucket<K, V>) {
         if self.cleared.is_live(bucket.generation) {
             self.entries.sub(bucket.slots.len());
             self.counters
@@ -268,17 +258,15 @@ where
             entries: entries.clone(),
             cleared: cleared.clone(),
         };
-        let map = quick_cache::sync::Cache::with(
-            units.estimated_items(config.max_entries),
+        let map = Map::new(
+            units.estimated_items(config.max_entries) as u64,
             units.capacity(),
-            BucketWeighter,
-            DefaultHashBuilder::default(),
             lifecycle,
         );
         // An entry weighing the floor must be admitted: with one entry allowed (or few, over
         // many shards), a full share of the bytes would be more than one shard takes.
         if let Units::Bytes { floor, .. } = &mut units {
-            *floor = (*floor).min(admission_limit(map.shard_capacity()));
+            *floor = (*floor).min(map.shard_capacity());
         }
         Self {
             shared: Arc::new(Shared {
@@ -302,95 +290,101 @@ where
     }
 
     /// The fresh entry under `user`/`key`, if any.
+    #[inline]
     pub(crate) fn get<Q, KQ>(&self, user: &Q, key: &KQ) -> Option<Found<V>>
     where
-        Q: Hash + Equivalent<U> + ?Sized,
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let slot = self.live_slot(user, key)?;
-        let now = self.shared.clock.now_against(slot.fresh_until);
-        if now >= slot.fresh_until {
-            return None;
-        }
-        Some(found(slot, now))
+        let clock = &self.shared.clock;
+        self.find(user, key, |slot| {
+            let now = clock.now_against(slot.fresh_until);
+            (now < slot.fresh_until).then(|| found(slot, now))
+        })
     }
 
     /// The entry under `user`/`key` even if it is no longer fresh, as long as it is still kept.
     pub(crate) fn get_stale<Q, KQ>(&self, user: &Q, key: &KQ) -> Option<Found<V>>
     where
-        Q: Hash + Equivalent<U> + ?Sized,
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let slot = self.live_slot(user, key)?;
-        let now = self.shared.clock.now_against(slot.keep_until);
-        (now < slot.keep_until).then(|| found(slot, now))
+        let clock = &self.shared.clock;
+        self.find(user, key, |slot| {
+            let now = clock.now_against(slot.keep_until);
+            (now < slot.keep_until).then(|| found(slot, now))
+        })
     }
 
-    /// The entry under `user`/`key`, unless the user's bucket was cleared (then the bucket is
-    /// removed, as nothing counts it).
-    fn live_slot<Q, KQ>(&self, user: &Q, key: &KQ) -> Option<Slot<K, V>>
+    /// What `pick` makes of the entry under `user`/`key`, read in place under the shard's read
+    /// lock, unless the user's bucket was cleared (then the bucket is removed, as nothing
+    /// counts it).
+    #[inline]
+    fn find<Q, KQ, R>(
+        &self,
+        user: &Q,
+        key: &KQ,
+        pick: impl FnOnce(&Slot<K, V>) -> Option<R>,
+    ) -> Option<R>
     where
-        Q: Hash + Equivalent<U> + ?Sized,
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
         let shared = &*self.shared;
-        let bucket = shared.map.get(user)?;
-        if shared.cleared.is_live(bucket.generation) {
-            return bucket.slots.take(key);
+        let picked = shared.map.read(user, |bucket| {
+            if shared.cleared.is_live(bucket.generation) {
+                Ok(bucket.slots.find(key).and_then(pick))
+            } else {
+                Err(())
+            }
+        })?;
+        if picked.is_err() {
+            shared
+                .map
+                .remove_if(user, |bucket| !shared.cleared.is_live(bucket.generation));
         }
-        shared
-            .map
-            .remove_if(user, |bucket| !shared.cleared.is_live(bucket.generation));
-        None
+        picked.ok().flatten()
     }
 
     /// Marks the start of a fetch for `user`; pass the token to [`Store::insert`].
     pub(crate) fn begin(&self, user: &U) -> WriteToken {
         let shared = &*self.shared;
         let _fence = shared.fence.hold();
-        loop {
-            let result = shared.map.entry(user, None, |_, bucket| {
+        // Outside the shard's lock: starting the reaper may switch the clock to tokio's.
+        let epoch = self.reaper_epoch();
+        let (token, visit) = shared.map.update(user, |slot| {
+            if let Some(bucket) = slot.as_mut() {
                 if shared.cleared.is_live(bucket.generation) {
-                    EntryAction::Retain((bucket.generation, bucket.enter_flight()))
-                } else {
-                    EntryAction::Remove
+                    let token = WriteToken {
+                        generation: bucket.generation,
+                        in_flight: Some(bucket.enter_flight()),
+                    };
+                    return (token, None);
                 }
-            });
-            return match result {
-                EntryResult::Retained((generation, in_flight)) => WriteToken {
-                    generation,
-                    in_flight: Some(in_flight),
-                },
-                // A cleared bucket, counted nowhere, made way: look again.
-                EntryResult::Removed(..) => continue,
-                EntryResult::Vacant(guard) => {
-                    let epoch = self.reaper_epoch();
-                    let generation = self.next_generation();
-                    let idle_until = far(shared.clock.now(), shared.config.idle_for);
-                    let mut bucket = Bucket::empty(generation, idle_until);
-                    let in_flight = bucket.enter_flight();
-                    let visit = plan(&mut bucket, epoch);
-                    if guard.insert(bucket).is_ok() {
-                        if let Some(at) = visit {
-                            let deadline = shared.clock.deadline(at);
-                            shared.reaper.schedule(user.clone(), at, deadline);
-                        }
-                    }
-                    WriteToken {
-                        generation,
-                        in_flight: Some(in_flight),
-                    }
-                }
-                // Only `Retain` and `Remove` are returned above, and no timeout was given.
-                _ => WriteToken {
-                    generation: 0,
-                    in_flight: None,
-                },
+            }
+            // No bucket, or a cleared one, counted nowhere, which this one replaces.
+            let generation = self.next_generation();
+            let idle_until = far(shared.clock.now(), shared.config.idle_for);
+            let mut bucket = Bucket::empty(generation, idle_until);
+            let token = WriteToken {
+                generation,
+                in_flight: Some(bucket.enter_flight()),
             };
+            let visit = plan(&mut bucket, epoch);
+            *slot = Some(bucket);
+            (token, visit)
+        });
+        if let Some(at) = visit {
+            let deadline = shared.clock.deadline(at);
+            shared.reaper.schedule(user.clone(), at, deadline);
         }
+        token
     }
 
     /// Stores a fetch's `value` unless `user` was invalidated since `token` was taken.
@@ -435,92 +429,56 @@ where
         let epoch = self.reaper_epoch();
         let slot = self.slot(key, value, ttl);
         let max_slots = shared.config.max_entries_per_user;
-        let admitted = admission_limit(shared.map.shard_capacity());
-        let mut slot = Some(slot);
-        // A bucket that grows goes back in through quick_cache's insert path, which evicts to
-        // stay within capacity; growing it in place would not.
-        let mut grown = None;
-        let result = loop {
-            let result = shared.map.entry(user, None, |_, bucket| {
-                if !shared.cleared.is_live(bucket.generation) {
-                    return EntryAction::Remove;
-                }
-                if let Mode::Fetched(generation) = mode {
-                    if bucket.generation != generation {
-                        return EntryAction::Retain(Err(Refused::Outdated));
+        let admitted = shared.map.shard_capacity();
+        let change = shared.map.update(user, |entry| {
+            if entry
+                .as_ref()
+                .is_some_and(|bucket| !shared.cleared.is_live(bucket.generation))
+            {
+                // A cleared bucket, counted nowhere: as if there were none.
+                *entry = None;
+            }
+            let (mut next, delta) = match entry.as_ref() {
+                Some(bucket) => {
+                    if let Mode::Fetched(generation) = mode {
+                        if bucket.generation != generation {
+                            return Err(Refused::Outdated);
+                        }
                     }
+                    bucket.with_slot(slot, max_slots)
                 }
-                let (mut next, delta) =
-                    bucket.with_slot(slot.take().expect("runs once"), max_slots);
-                if next.weight() > admitted {
-                    return EntryAction::Retain(Err(Refused::TooHeavy));
-                }
-                if let Mode::Set = mode {
-                    next.generation = self.next_generation();
-                    next.in_flight = None;
-                    // The plan stays: the visit already queued is still this bucket's, so a
-                    // user written over and over queues no more visits.
-                }
-                if let Some(ended) = in_flight.take() {
-                    ended.fetch_sub(1, Ordering::AcqRel);
-                }
-                // Every hit clones the bucket: once no fetch is in flight, stop carrying the counter.
-                if next
-                    .in_flight
-                    .as_ref()
-                    .is_some_and(|n| n.load(Ordering::Acquire) == 0)
-                {
-                    next.in_flight = None;
-                }
-                let change = Change {
-                    delta,
-                    visit: plan(&mut next, epoch),
-                };
-                if next.weight() > bucket.weight() {
-                    grown = Some((next, change));
-                    EntryAction::ReplaceWithGuard
-                } else {
-                    *bucket = next;
-                    EntryAction::Retain(Ok(change))
-                }
-            });
-            // A cleared bucket, counted nowhere, made way: look again.
-            if !matches!(result, EntryResult::Removed(..)) {
-                break result;
-            }
-        };
-        let change = match result {
-            EntryResult::Retained(outcome) => outcome?,
-            EntryResult::Replaced(guard, old) => {
-                let (next, change) = grown.take().expect("set before ReplaceWithGuard");
-                if guard.insert(next).is_err() {
-                    // Invalidated while the bucket was out: its entries are gone, ours too.
-                    shared.entries.sub(old.slots.len());
-                    return Err(Refused::Outdated);
-                }
-                change
-            }
-            EntryResult::Vacant(guard) => {
                 // A bucket with a fetch in flight is never evicted or reclaimed, so a fetch
                 // that finds none was invalidated.
-                let Mode::Set = mode else {
-                    return Err(Refused::Outdated);
-                };
-                let slot = slot.take().expect("the entry callback did not run");
-                let generation = self.next_generation();
-                let (mut bucket, delta) =
-                    Bucket::empty(generation, slot.stored_at).with_slot(slot, max_slots);
-                if bucket.weight() > admitted {
-                    return Err(Refused::TooHeavy);
-                }
-                let visit = plan(&mut bucket, epoch);
-                if guard.insert(bucket).is_err() {
-                    return Err(Refused::Outdated);
-                }
-                Change { delta, visit }
+                None if matches!(mode, Mode::Fetched(_)) => return Err(Refused::Outdated),
+                None => Bucket::empty(0, slot.stored_at).with_slot(slot, max_slots),
+            };
+            if next.weight() > admitted {
+                return Err(Refused::TooHeavy);
             }
-            _ => return Err(Refused::Outdated),
-        };
+            if let Mode::Set = mode {
+                next.generation = self.next_generation();
+                next.in_flight = None;
+                // The plan stays: the visit already queued is still this bucket's, so a user
+                // written over and over queues no more visits.
+            }
+            if let Some(ended) = in_flight.take() {
+                ended.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Once no fetch is in flight, stop carrying the counter.
+            if next
+                .in_flight
+                .as_ref()
+                .is_some_and(|n| n.load(Ordering::Acquire) == 0)
+            {
+                next.in_flight = None;
+            }
+            let change = Change {
+                delta,
+                visit: plan(&mut next, epoch),
+            };
+            *entry = Some(next);
+            Ok(change)
+        })?;
         shared.entries.add(change.delta.added);
         shared.entries.sub(change.delta.removed);
         shared.counters.incr(Event::Stored);
@@ -534,7 +492,8 @@ where
     /// Drops every entry of `user`. Returns how many there were.
     pub(crate) fn invalidate<Q>(&self, user: &Q) -> usize
     where
-        Q: Hash + Equivalent<U> + ?Sized,
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
     {
         let shared = &*self.shared;
         let _fence = shared.fence.hold();
@@ -582,9 +541,9 @@ where
         let shared = &*self.shared;
         let now = shared.clock.now();
         let mut census = Census::default();
-        for (_, bucket) in shared.map.iter() {
+        shared.map.for_each(|_, bucket| {
             if !shared.cleared.is_live(bucket.generation) {
-                continue;
+                return;
             }
             for slot in bucket.slots.as_slice() {
                 if now < slot.fresh_until {
@@ -593,7 +552,7 @@ where
                     census.stale += 1;
                 }
             }
-        }
+        });
         census
     }
 
@@ -605,13 +564,16 @@ where
     /// The entry's remaining freshness.
     pub(crate) fn time_to_expiry<Q, KQ>(&self, user: &Q, key: &KQ) -> Option<Duration>
     where
-        Q: Hash + Equivalent<U> + ?Sized,
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
         K: Borrow<KQ>,
         KQ: Eq + ?Sized,
     {
-        let slot = self.live_slot(user, key)?;
-        let now = self.shared.clock.now();
-        (now < slot.fresh_until).then(|| slot.fresh_until.since(now))
+        let clock = &self.shared.clock;
+        self.find(user, key, |slot| {
+            let now = clock.now();
+            (now < slot.fresh_until).then(|| slot.fresh_until.since(now))
+        })
     }
 
     fn next_generation(&self) -> u64 {
@@ -672,7 +634,7 @@ pub(crate) fn check_bound(
             "must be at least 1, or left unset",
         ));
     }
-    // quick_cache sums weights in a u64; far below that, no bound is a real limit anyway.
+    // The map sums weights in a u64; far below that, no bound is a real limit anyway.
     if bound.is_some_and(|bound| bound > LARGEST_BOUND) {
         return Err(crate::ConfigError::new(
             setting,
@@ -688,13 +650,6 @@ const LARGEST_BOUND: u64 = 1 << 50;
 /// `from + by`, with `by` clamped to [`LONGEST_TTL`].
 fn far(from: Tick, by: Duration) -> Tick {
     from.after(by.min(LONGEST_TTL))
-}
-
-/// quick_cache turns away an item heavier than 97% of a shard; stay clear of that edge.
-fn admission_limit(shard_capacity: u64) -> u64 {
-    u64::try_from(u128::from(shard_capacity) * 96 / 100)
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// Plans the reaper's visit for `bucket`'s next departure, unless a visit by the running reaper
@@ -731,14 +686,13 @@ where
             return;
         };
         let below = shared.cleared.below();
-        // Collected first: quick_cache's iterator resumes from the last item it gave, which
-        // must not be removed under it.
-        let cleared: Vec<U> = shared
-            .map
-            .iter()
-            .filter(|(_, bucket)| bucket.generation < below)
-            .map(|(user, _)| user)
-            .collect();
+        // Collected first: removing takes the shard's write lock, which the walk holds for reading.
+        let mut cleared: Vec<U> = Vec::new();
+        shared.map.for_each(|user, bucket| {
+            if bucket.generation < below {
+                cleared.push(user.clone());
+            }
+        });
         for user in &cleared {
             shared
                 .map
@@ -750,9 +704,10 @@ where
     }
 }
 
-fn found<K, V>(slot: Slot<K, V>, now: Tick) -> Found<V> {
+#[inline]
+fn found<K, V: Clone>(slot: &Slot<K, V>, now: Tick) -> Found<V> {
     Found {
-        value: slot.value,
+        value: slot.value.clone(),
         stored_at: slot.stored_at,
         now,
     }
@@ -778,13 +733,23 @@ where
         let _fence = self.fence.hold();
         let now = self.clock.now();
         let epoch = self.reaper.epoch();
-        let result = self.map.entry(user, None, |_, bucket| {
+        let visit = self.map.update(user, |entry| {
+            let Some(bucket) = entry.as_mut() else {
+                return Visit::Obsolete;
+            };
             let expected = bucket.plan.is_some() && bucket.plan.at == planned;
             if !expected {
-                return EntryAction::Retain(Visit::Obsolete);
+                return Visit::Obsolete;
             }
             if bucket.is_departed(now) || !self.cleared.is_live(bucket.generation) {
-                return EntryAction::Remove;
+                let live = self.cleared.is_live(bucket.generation);
+                let removed = bucket.slots.len();
+                *entry = None;
+                return if live {
+                    Visit::Removed(removed)
+                } else {
+                    Visit::Obsolete
+                };
             }
             let (mut next, delta) = match bucket.without_departed(now) {
                 Some(pruned) => pruned,
@@ -798,15 +763,8 @@ where
             }
             next.plan = epoch.map_or(Plan::NONE, |epoch| Plan { at: due, epoch });
             *bucket = next;
-            EntryAction::Retain(Visit::Replanned(delta, due))
+            Visit::Replanned(delta, due)
         });
-        let visit = match result {
-            EntryResult::Retained(visit) => visit,
-            EntryResult::Removed(_, bucket) if self.cleared.is_live(bucket.generation) => {
-                Visit::Removed(bucket.slots.len())
-            }
-            _ => Visit::Obsolete,
-        };
         match visit {
             Visit::Obsolete => None,
             Visit::Removed(n) => {
