@@ -61,7 +61,7 @@ async fn measure<S, B>(
     warm_and_verify(name, &mut service, users, upstream, expect).await;
     let before = upstream.calls();
     measure_start(requests);
-    let bytes = drive(&mut service, users, 0, requests).await;
+    let bytes = drive(&mut service, users, 0, requests, 1).await;
     measure_end(bytes);
     assert_eq!(bytes as u64, requests * BODY_LEN as u64, "{name}");
     let upstream_calls = upstream.calls() - before;

@@ -14,8 +14,13 @@
 //! then runs slower and the ratio reads about 0.1 lower than it should.
 //!
 //! ```text
-//! cargo bench --bench hit_ratio -- <rounds> <requests per batch>   # defaults: 30 100000
+//! cargo bench --bench hit_ratio -- <rounds> <requests per batch> <user step>
+//! # defaults: 30 100000 1
 //! ```
+//!
+//! With a user step of 1, users come in the order their entries were stored, as in
+//! `benches/layer.rs`; a step coprime with 10 000 (7919) visits them scattered, as real traffic
+//! would (see `common::drive`).
 //!
 //! Prints the median time per request of each, the median of the rounds' (b)/(a), and its
 //! quartiles. Run by `cargo bench` without arguments (which passes `--bench`), it runs a few
@@ -43,10 +48,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let (rounds, batch) = match numbers.as_slice() {
-        [rounds, batch] => (*rounds as usize, *batch),
-        [rounds] => (*rounds as usize, 100_000),
-        _ => (30, 100_000),
+    let (rounds, batch, step) = match numbers.as_slice() {
+        [rounds, batch, step, ..] => (*rounds as usize, *batch, *step as usize),
+        [rounds, batch] => (*rounds as usize, *batch, 1),
+        [rounds] => (*rounds as usize, 100_000, 1),
+        _ => (30, 100_000, 1),
     };
     let check_only = std::env::args().any(|a| a == "--bench") && numbers.is_empty();
     let rounds = if check_only { 3 } else { rounds.max(1) };
@@ -82,9 +88,9 @@ fn main() {
                 let which = (turn + round) % 2;
                 let start = Instant::now();
                 let bytes = if which == 0 {
-                    drive(&mut bare, users, first, batch).await
+                    drive(&mut bare, users, first, batch, step).await
                 } else {
-                    drive(&mut layered, users, first, batch).await
+                    drive(&mut layered, users, first, batch, step).await
                 };
                 times[which] = per_request(start.elapsed());
                 assert_eq!(bytes as u64, batch * BODY_LEN as u64);
@@ -97,7 +103,7 @@ fn main() {
         assert_eq!(layer_upstream.calls(), layer_calls, "(b) served a miss");
         let (q1, q3) = (quantile(&mut ratios, 0.25), quantile(&mut ratios, 0.75));
         println!(
-            "{rounds} rounds of {batch} requests each: (a) {:.0} ns, (b) {:.0} ns per request \
+            "{rounds} rounds of {batch} requests each, user step {step}: (a) {:.0} ns, (b) {:.0} ns per request \
              (medians); (b)/(a) median {:.3}, quartiles {q1:.3}..{q3:.3}",
             median(&mut a_ns),
             median(&mut b_ns),

@@ -249,7 +249,7 @@ where
                 next = (next + (iters % USERS as u64) as usize) % USERS;
                 async move {
                     let start = Instant::now();
-                    black_box(drive(&mut service, users, first, iters).await);
+                    black_box(drive(&mut service, users, first, iters, 1).await);
                     start.elapsed()
                 }
             })
@@ -279,7 +279,8 @@ where
                             .map(|t| {
                                 let mut service = service.clone();
                                 tokio::spawn(async move {
-                                    drive(&mut service, users, t * (USERS / TASKS), per_task).await
+                                    drive(&mut service, users, t * (USERS / TASKS), per_task, 1)
+                                        .await
                                 })
                             })
                             .collect();

@@ -168,9 +168,18 @@ pub(crate) fn our_layer() -> IntegrationCacheLayer {
         .unwrap()
 }
 
-/// Sends `n` requests through `service`, for users `first`, `first + 1`, ... (wrapping), and
-/// collects every body. The timed loop of every variant.
-pub(crate) async fn drive<S, B>(service: &mut S, users: &Users, first: usize, n: u64) -> usize
+/// Sends `n` requests through `service`, for users `first`, `first + step`, ... (wrapping), and
+/// collects every body. The timed loop of every variant. A `step` of 1 takes users in the order
+/// their entries were stored, which a store that keeps entries in that order (quick_cache's
+/// slab) walks with the hardware prefetcher's help; a `step` coprime with [`USERS`] (7919, say)
+/// still visits every user once per turn, scattered as real traffic would be.
+pub(crate) async fn drive<S, B>(
+    service: &mut S,
+    users: &Users,
+    first: usize,
+    n: u64,
+    step: usize,
+) -> usize
 where
     S: Service<Request, Response = Response<B>>,
     S::Error: std::fmt::Debug,
@@ -189,10 +198,7 @@ where
             .unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         bytes += black_box(body).len();
-        user += 1;
-        if user == USERS {
-            user = 0;
-        }
+        user = (user + step) % USERS;
     }
     bytes
 }

@@ -20,7 +20,8 @@
 //! entry found clear. So an entry read since the hand last passed stays, and one written once
 //! and never read goes first (new entries start clear). The entry just written is never its own
 //! victim, and a pinned one (a fetch in flight) is passed over. A sweep stops after two turns
-//! of the table; what it could not free (everything pinned) waits for the next write.
+//! of the table; what it could not free (everything pinned) waits for the next write that adds
+//! weight.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
@@ -63,6 +64,9 @@ struct Shard<U, B> {
 struct Padded<U, B>(RwLock<Shard<U, B>>);
 
 /// A sharded, weight-bounded hash map (see the module docs).
+///
+/// Values are cloned under a shard's read lock and dropped under its write lock, so a value
+/// whose `Clone` or `Drop` used the same map would deadlock; the store's values never do.
 pub(crate) struct Map<U, B, H> {
     shards: Box<[Padded<U, B>]>,
     shard_mask: u64,
@@ -152,22 +156,25 @@ where
 
     /// Runs `change` on the value under `key` (`None` if there is none) under the shard's write
     /// lock, and keeps what it leaves: a value is stored (under a clone of `key` if it is new),
-    /// `None` removes the entry. Then evicts other entries while the shard is over its bound.
+    /// `None` removes the entry. If that added weight, evicts other entries while the shard is
+    /// over its bound: a write that adds nothing (a fetch beginning on a user already there)
+    /// would only sweep again a shard that pinned entries keep over its bound.
     pub(crate) fn update<R>(&self, key: &U, change: impl FnOnce(&mut Option<B>) -> R) -> R {
         let (hash, shard) = self.locate(key);
         let mut evicted = Vec::new();
         let result = {
             let mut guard = shard.write();
             let shard = &mut *guard;
-            let (result, kept) = match shard.table.find_entry(hash, |e| e.key == *key) {
+            let (result, grew) = match shard.table.find_entry(hash, |e| e.key == *key) {
                 Ok(mut occupied) => {
                     let entry = occupied.get_mut();
                     let result = change(&mut entry.value);
                     shard.weight -= entry.weight;
                     if let Some(value) = &entry.value {
+                        let before = entry.weight;
                         entry.weight = self.hooks.weight(value);
                         shard.weight += entry.weight;
-                        (result, true)
+                        (result, entry.weight > before)
                     } else {
                         occupied.remove();
                         (result, false)
@@ -193,7 +200,7 @@ where
                     (result, kept)
                 }
             };
-            if kept && shard.weight > self.shard_capacity {
+            if grew && shard.weight > self.shard_capacity {
                 let written = shard.table.find_bucket_index(hash, |e| e.key == *key);
                 self.evict(shard, written, &mut evicted);
             }
