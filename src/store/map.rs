@@ -21,7 +21,9 @@
 //! and never read goes first (new entries start clear). The entry just written is never its own
 //! victim, and a pinned one (a fetch in flight) is passed over. A sweep stops after two turns
 //! of the table; what it could not free (everything pinned) waits for the next write that adds
-//! weight.
+//! weight. The cost is amortised O(1) per eviction, as CLOCK's is: the hand clears a bit only
+//! where a read set it since the hand last passed, so one write sweeps far only after many
+//! reads (at worst two turns of its shard's table, about 1 ms at a million entries).
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
