@@ -23,7 +23,7 @@
 //! of the table; what it could not free (everything pinned) waits for the next write that adds
 //! weight. The cost is amortised O(1) per eviction, as CLOCK's is: the hand clears a bit only
 //! where a read set it since the hand last passed, so one write sweeps far only after many
-//! reads (at worst two turns of its shard's table, about 1 ms at a million entries).
+//! reads (at worst two turns of its shard's table).
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
