@@ -35,7 +35,8 @@ use parking_lot::RwLock;
 
 /// What the map asks of its values.
 pub(crate) trait Hooks<U, B>: Send + Sync {
-    /// The value's weight against the bound.
+    /// The value's weight against the bound. Asked again whenever the map needs it, so it must
+    /// not change while the value is in the map (only through `update`).
     fn weight(&self, value: &B) -> u64;
 
     /// Whether the value must not be evicted now.
@@ -49,7 +50,6 @@ struct Entry<U, B> {
     key: U,
     /// `Some` while in the table; `update` hands it out as an `Option` so a change can remove it.
     value: Option<B>,
-    weight: u64,
     referenced: AtomicBool,
 }
 
@@ -100,7 +100,7 @@ where
                         // A little room, not the bound's worth: entries are inline, so room for a
                         // bound never reached spreads the entries there are over memory no cache
                         // holds (reserving 8 K entries a shard made a 10 K-user layer's hits a
-                        // quarter slower). Yet a table grown from nothing measured a 1 M-entry
+                        // third slower). Yet a table grown from nothing measured a 1 M-entry
                         // loop of hits at 2-3x the time of one grown from 64 (BENCHMARKS.md);
                         // why is not understood.
                         table: HashTable::with_capacity(64),
@@ -170,13 +170,12 @@ where
             let (result, grew) = match shard.table.find_entry(hash, |e| e.key == *key) {
                 Ok(mut occupied) => {
                     let entry = occupied.get_mut();
+                    let before = self.weight_of(&entry.value);
                     let result = change(&mut entry.value);
-                    shard.weight -= entry.weight;
-                    if let Some(value) = &entry.value {
-                        let before = entry.weight;
-                        entry.weight = self.hooks.weight(value);
-                        shard.weight += entry.weight;
-                        (result, entry.weight > before)
+                    let after = self.weight_of(&entry.value);
+                    shard.weight = shard.weight - before + after;
+                    if entry.value.is_some() {
+                        (result, after > before)
                     } else {
                         occupied.remove();
                         (result, false)
@@ -187,12 +186,10 @@ where
                     let result = change(&mut value);
                     let kept = value.is_some();
                     if let Some(value) = value {
-                        let weight = self.hooks.weight(&value);
-                        shard.weight += weight;
+                        shard.weight += self.hooks.weight(&value);
                         let entry = Entry {
                             key: key.clone(),
                             value: Some(value),
-                            weight,
                             referenced: AtomicBool::new(false),
                         };
                         shard
@@ -212,6 +209,10 @@ where
             self.hooks.on_evict(key, value);
         }
         result
+    }
+
+    fn weight_of(&self, value: &Option<B>) -> u64 {
+        value.as_ref().map_or(0, |value| self.hooks.weight(value))
     }
 
     /// Sweeps the CLOCK hand until `shard` is within its bound, sparing bucket `spared`.
@@ -237,7 +238,7 @@ where
             }
             if let Ok(occupied) = shard.table.get_bucket_entry(at) {
                 let (entry, _) = occupied.remove();
-                shard.weight -= entry.weight;
+                shard.weight -= self.weight_of(&entry.value);
                 if let Some(value) = entry.value {
                     out.push((entry.key, value));
                 }
@@ -270,7 +271,7 @@ where
             return None;
         }
         let (entry, _) = occupied.remove();
-        shard.weight -= entry.weight;
+        shard.weight -= self.weight_of(&entry.value);
         entry.value.map(|value| (entry.key, value))
     }
 
@@ -371,6 +372,12 @@ mod tests {
             "nothing unpinned to evict: over the bound until a write"
         );
         map.update(&1, |slot| *slot = Some((1, false)));
+        put(&map, 3, (1, true));
+        assert_eq!(
+            map.weight(),
+            4,
+            "writes that added no weight evicted nothing"
+        );
         put(&map, 6, (1, true));
         assert!(map.read(&1, |_| ()).is_none(), "unpinned, then evicted");
     }
