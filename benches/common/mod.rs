@@ -271,13 +271,18 @@ pub(crate) async fn warm_and_verify<S, B>(
         checked(name, service, users, i, None).await;
     }
     // `http-cache-tower-server` stores from spawned tasks: let them all finish (10 K of them
-    // took over 100 ms on a slow day), for at most 10 s.
+    // took over 100 ms on a slow day), for at most 10 s. Tasks that live on (our store's
+    // reaper) stop the wait once the count stops falling; a store left unfinished would fail
+    // the verification below.
     let metrics = tokio::runtime::Handle::current().metrics();
+    let mut alive = metrics.num_alive_tasks();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if metrics.num_alive_tasks() == 0 {
+        let now = metrics.num_alive_tasks();
+        if now == 0 || now >= alive {
             break;
         }
+        alive = now;
     }
     let warmed = upstream.calls();
     assert_eq!(
