@@ -23,7 +23,7 @@
 //! would (see `common::drive`).
 //!
 //! Prints the median time per request of each, the median of the rounds' (b)/(a), and its
-//! quartiles. Run by `cargo bench` without arguments (which passes `--bench`), it runs a few
+//! quartiles, then each variant's tenth percentile (noise only adds time). Run by `cargo bench` without arguments (which passes `--bench`), it runs a few
 //! rounds as a check.
 
 use std::time::{Duration, Instant};

@@ -22,9 +22,10 @@ pub enum Anonymous {
     Reject,
 }
 
-/// The store of the HTTP layer: per user, per route, a stored response. A lookup clones the
-/// user's bucket, keys included, so the route is keyed by its 64-bit hash; the stored response
-/// carries the route key itself and every hit checks it.
+/// The store of the HTTP layer: per user, per route, a stored response. The route is keyed by
+/// its 64-bit hash, so a user's one entry, kept inline in the store's table, holds 8 bytes for
+/// it rather than a string; the stored response carries the route key itself and every hit
+/// checks it.
 pub(crate) type ResponseStore = Store<UserId, u64, Arc<StoredResponse>>;
 
 /// One flight per user, route key and user generation: a request that begins after an
