@@ -17,6 +17,7 @@ use super::body::CacheBody;
 use super::forward::{deadline_error, Forwarding, Lead};
 use super::respond::{Forward, Served};
 use super::state::{LayerState, Outcome};
+use super::stored::StoredResponse;
 use super::user::UserId;
 use crate::coalesce::Role;
 use crate::retry::{RetryPolicy, RetryReport};
@@ -30,9 +31,9 @@ type Deadline = Option<Pin<Box<Sleep>>>;
 pin_project! {
     /// Response future of [`IntegrationCacheService`](super::IntegrationCacheService).
     ///
-    /// A hit is the `Hit` arm: the response was built in `call`, nothing is boxed, and the
-    /// future stays small. Everything that waits (on the upstream through the retry policy, or
-    /// on another request's flight) runs in a boxed state machine.
+    /// A hit is the `Hit` arm: it holds the stored response and builds the answer when polled,
+    /// nothing is boxed, and the future stays small. Everything that waits (on the upstream
+    /// through the retry policy, or on another request's flight) runs in a boxed state machine.
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -51,7 +52,8 @@ pin_project! {
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     {
-        Hit { response: Option<Response<CacheBody<ResBody>>> },
+        Hit { hit: Hit },
+        Rejected,
         Upstream { machine: Pin<Box<Machine<S, ReqBody, ResBody>>> },
     }
 }
@@ -101,20 +103,40 @@ impl Trace {
         self.0.as_ref().map(|recorded| &recorded.span)
     }
 
+    /// Records the outcome; inline, so the usual case (nothing recorded) costs one test.
+    #[inline]
     fn finish<B>(&self, response: &Response<B>) {
-        let Some(recorded) = &self.0 else { return };
+        if let Some(recorded) = &self.0 {
+            recorded.finish(response);
+        }
+    }
+}
+
+impl Recorded {
+    #[cold]
+    fn finish<B>(&self, response: &Response<B>) {
         let outcome = response
             .headers()
             .get(super::respond::X_CACHE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let duration_ms = recorded.started.elapsed().as_secs_f64() * 1000.0;
-        let span = &recorded.span;
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let span = &self.span;
         span.record("outcome", outcome);
         span.record("status", response.status().as_u16());
         span.record("duration_ms", duration_ms);
         tracing::debug!(parent: span, "request served");
     }
+}
+
+/// A hit, answered when the future is polled. The response is built there and moved once, into
+/// `poll`'s output. Built in `call`, it was moved into the future and out again: two more
+/// copies of about 160 bytes (`memcpy` calls), and a future of that size for the caller to move
+/// (BENCHMARKS.md, "Seventh 2026-12-02 round").
+pub(crate) struct Hit {
+    pub(crate) stored: Arc<StoredResponse>,
+    pub(crate) head_only: bool,
+    pub(crate) resident_secs: u64,
 }
 
 /// A miss: who, which entry, and why the store could not answer.
@@ -140,11 +162,17 @@ where
     RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     ReqBody: Send + 'static,
 {
-    pub(crate) fn ready(response: Response<CacheBody<ResBody>>, trace: Trace) -> Self {
+    pub(crate) fn hit(hit: Hit, trace: Trace) -> Self {
         Self {
-            kind: Kind::Hit {
-                response: Some(response),
-            },
+            kind: Kind::Hit { hit },
+            trace,
+        }
+    }
+
+    /// Answers 401: an anonymous request, which the layer is configured to reject.
+    pub(crate) fn rejected(trace: Trace) -> Self {
+        Self {
+            kind: Kind::Rejected,
             trace,
         }
     }
@@ -303,7 +331,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = match this.kind.project() {
-            KindProj::Hit { response } => response.take().expect("polled after completion"),
+            KindProj::Hit { hit } => {
+                // Returned from here, not from the `match`, which would copy it once more.
+                let stored = &hit.stored;
+                let mut response = Response::new(stored.body(hit.head_only));
+                stored.render_into(&mut response, hit.head_only, hit.resident_secs, Served::Hit);
+                this.trace.finish(&response);
+                return Poll::Ready(Ok(response));
+            }
+            KindProj::Rejected => super::service::unauthorized(),
             KindProj::Upstream { machine } => ready!(machine.as_mut().poll(cx)),
         };
         this.trace.finish(&response);

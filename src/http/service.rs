@@ -11,7 +11,7 @@ use tower::retry::Policy;
 use tower_service::Service;
 
 use super::forward::Forwarding;
-use super::future::{Miss, ResponseFuture, Trace};
+use super::future::{Hit, Miss, ResponseFuture, Trace};
 use super::key::{request_target, route_key, with_target};
 use super::policy::wants_refresh;
 use super::respond::{json_error, Forward, Served};
@@ -109,7 +109,7 @@ where
         let Some(user) = state.extractor.user(&parts) else {
             if state.anonymous == Anonymous::Reject {
                 counters.incr(Event::Bypass);
-                return ResponseFuture::ready(unauthorized(), trace);
+                return ResponseFuture::rejected(trace);
             }
             return self.bypass(Request::from_parts(parts, body), None, trace);
         };
@@ -140,7 +140,7 @@ where
         let target = request_target(&parts.uri);
         if !refresh {
             match find(state, user.as_str(), target, &parts.headers) {
-                Ok(found) => return self.hit(&found, head_only, trace),
+                Ok(found) => return self.hit(found, head_only, trace),
                 Err(miss) => why = miss,
             }
         }
@@ -162,7 +162,7 @@ where
         }
         if !refresh && normalised {
             match find(state, user.as_str(), &key, &parts.headers) {
-                Ok(found) => return self.hit(&found, head_only, trace),
+                Ok(found) => return self.hit(found, head_only, trace),
                 Err(miss) => why = miss,
             }
         }
@@ -224,7 +224,7 @@ impl<S: Clone> IntegrationCacheService<S> {
     /// Answers from the store.
     fn hit<ReqBody, ResBody>(
         &self,
-        found: &Found<Arc<StoredResponse>>,
+        found: Found<Arc<StoredResponse>>,
         head_only: bool,
         trace: Trace,
     ) -> ResponseFuture<S, ReqBody, ResBody>
@@ -234,10 +234,13 @@ impl<S: Clone> IntegrationCacheService<S> {
         ReqBody: Send + 'static,
     {
         self.state.store.counters().incr(Event::Hit);
-        let response = found
-            .value
-            .render(head_only, found.resident().as_secs(), Served::Hit);
-        ResponseFuture::ready(response, trace)
+        let resident_secs = found.resident().as_secs();
+        let hit = Hit {
+            stored: found.value,
+            head_only,
+            resident_secs,
+        };
+        ResponseFuture::hit(hit, trace)
     }
 
     fn bypass<ReqBody, ResBody>(
@@ -263,7 +266,7 @@ impl<S: Clone> IntegrationCacheService<S> {
     }
 }
 
-fn unauthorized<B>() -> Response<super::CacheBody<B>> {
+pub(crate) fn unauthorized<B>() -> Response<super::CacheBody<B>> {
     let error = json_error(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",
