@@ -4,7 +4,9 @@
 # benches/layer.rs (benches/common), taking turns in batches. Each round's new/old ratio is
 # taken before the median, so the machine's drift (this VM's speed moves by 2x within a
 # minute) cancels: separate runs of `hit_ratio` for two builds differ by more than most
-# changes are worth, and here a build against itself reads 0.97-1.03.
+# changes are worth. A build against itself has read 0.97 to 1.08 here (most likely where the
+# two copies' code lands; the order they are warmed in did not matter), so a change smaller
+# than that needs counting (benches/callgrind.sh).
 #
 # Usage: benches/ab.sh <git revision> [rounds] [requests per batch] [user step]
 #   defaults: 30 rounds of 20 000 requests, users scattered (step 7919; see common::drive)
