@@ -276,8 +276,17 @@ async fn anonymous_requests_can_be_rejected() {
     let answer = send(&service, request("GET", "/status", None)).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.headers["content-type"], "application/json");
+    assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    assert_eq!(answer.x_cache(), "BYPASS");
+    assert_eq!(
+        answer.headers["cache-status"],
+        "integration-cache; fwd=bypass; detail=anonymous"
+    );
+    assert!(answer.headers.get("age").is_none());
     let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(json["error"]["code"], "UNAUTHENTICATED");
+    let head = send(&service, request("HEAD", "/status", None)).await;
+    assert_eq!(head.status, StatusCode::UNAUTHORIZED);
     assert_eq!(echo.calls(), 0, "nothing reached the upstream");
 }
 

@@ -36,6 +36,14 @@ impl<B> CacheBody<B> {
         }
     }
 
+    /// The length of a body made by [`full`](Self::full); `None` for a streamed one.
+    pub(crate) fn full_len(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Full { data } => Some(data.as_ref().map_or(0, Bytes::len)),
+            Kind::Upstream { .. } | Kind::Recording { .. } => None,
+        }
+    }
+
     pub(crate) fn upstream(body: B) -> Self {
         Self {
             kind: Kind::Upstream { body },

@@ -52,8 +52,8 @@ pin_project! {
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     {
-        Hit { hit: Hit },
-        Rejected,
+        Hit { hit: Option<StoredHit> },
+        Rejected { answered: bool },
         Upstream { machine: Pin<Box<Machine<S, ReqBody, ResBody>>> },
     }
 }
@@ -129,11 +129,9 @@ impl Recorded {
     }
 }
 
-/// A hit, answered when the future is polled. The response is built there and moved once, into
-/// `poll`'s output. Built in `call`, it was moved into the future and out again: two more
-/// copies of about 160 bytes (`memcpy` calls), and a future of that size for the caller to move
-/// (BENCHMARKS.md, "Seventh 2026-12-02 round").
-pub(crate) struct Hit {
+/// A hit, answered when the future is polled: the response is built there and moved once, into
+/// `poll`'s output, and the future stays small (BENCHMARKS.md, "Seventh 2026-12-02 round").
+pub(crate) struct StoredHit {
     pub(crate) stored: Arc<StoredResponse>,
     pub(crate) head_only: bool,
     pub(crate) resident_secs: u64,
@@ -162,9 +160,9 @@ where
     RetryPolicy: Policy<Request<ReqBody>, Response<ResBody>, S::Error>,
     ReqBody: Send + 'static,
 {
-    pub(crate) fn hit(hit: Hit, trace: Trace) -> Self {
+    pub(crate) fn hit(hit: StoredHit, trace: Trace) -> Self {
         Self {
-            kind: Kind::Hit { hit },
+            kind: Kind::Hit { hit: Some(hit) },
             trace,
         }
     }
@@ -172,7 +170,7 @@ where
     /// Answers 401: an anonymous request, which the layer is configured to reject.
     pub(crate) fn rejected(trace: Trace) -> Self {
         Self {
-            kind: Kind::Rejected,
+            kind: Kind::Rejected { answered: false },
             trace,
         }
     }
@@ -332,14 +330,21 @@ where
         let this = self.project();
         let response = match this.kind.project() {
             KindProj::Hit { hit } => {
+                let hit = hit.take().expect("polled after completion");
+                let (stored, head_only) = (&hit.stored, hit.head_only);
+                let mut response = Response::new(stored.body(head_only));
+                stored.hit_into(&mut response, head_only, hit.resident_secs);
                 // Returned from here, not from the `match`, which would copy it once more.
-                let stored = &hit.stored;
-                let mut response = Response::new(stored.body(hit.head_only));
-                stored.render_into(&mut response, hit.head_only, hit.resident_secs, Served::Hit);
                 this.trace.finish(&response);
                 return Poll::Ready(Ok(response));
             }
-            KindProj::Rejected => super::service::unauthorized(),
+            KindProj::Rejected { answered } => {
+                assert!(
+                    !std::mem::replace(answered, true),
+                    "polled after completion"
+                );
+                super::respond::unauthorized()
+            }
             KindProj::Upstream { machine } => ready!(machine.as_mut().poll(cx)),
         };
         this.trace.finish(&response);

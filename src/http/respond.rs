@@ -130,6 +130,22 @@ pub(crate) fn json_error(
     StoredResponse::synthetic(status, headers, body)
 }
 
+/// The answer to an anonymous request when the layer rejects them: 401 with a JSON error.
+pub(crate) fn unauthorized<B>() -> http::Response<super::CacheBody<B>> {
+    let error = json_error(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "this endpoint is cached per user and needs an authenticated user; send the credentials \
+         the cache's user extractor reads",
+        None,
+    );
+    let mut response = error.render(false, 0, Served::Rejected);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
 /// A JSON error response made by this crate itself (not by the upstream).
 #[cfg(feature = "proxy")]
 pub(crate) fn error_response<B>(

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use tower::retry::Policy;
 use tower_service::Service;
 
 use super::forward::Forwarding;
-use super::future::{Hit, Miss, ResponseFuture, Trace};
+use super::future::{Miss, ResponseFuture, StoredHit, Trace};
 use super::key::{request_target, route_key, with_target};
 use super::policy::wants_refresh;
-use super::respond::{json_error, Forward, Served};
+use super::respond::{Forward, Served};
 use super::state::{Anonymous, LayerState};
 use super::stored::StoredResponse;
 use crate::retry::{RetryPolicy, RetryReport};
@@ -235,7 +235,7 @@ impl<S: Clone> IntegrationCacheService<S> {
     {
         self.state.store.counters().incr(Event::Hit);
         let resident_secs = found.resident().as_secs();
-        let hit = Hit {
+        let hit = StoredHit {
             stored: found.value,
             head_only,
             resident_secs,
@@ -264,19 +264,4 @@ impl<S: Clone> IntegrationCacheService<S> {
         let ready = self.take_ready();
         ResponseFuture::forward(ready, request, forwarding, None, trace)
     }
-}
-
-pub(crate) fn unauthorized<B>() -> Response<super::CacheBody<B>> {
-    let error = json_error(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHENTICATED",
-        "this endpoint is cached per user and needs an authenticated user; send the credentials \
-         the cache's user extractor reads",
-        None,
-    );
-    let mut response = error.render(false, 0, Served::Rejected);
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }

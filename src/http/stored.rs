@@ -62,7 +62,7 @@ impl StoredResponse {
         }
         let upstream_cache_status = joined(&headers, &CACHE_STATUS);
         // A chunked upstream answer is now a body of known length: the server computes
-        // `Content-Length` from it (one header less to clone on every hit), and `render` adds it
+        // `Content-Length` from it (one header less to clone on every hit), and `hit_into` adds it
         // for `HEAD`, whose body is empty.
         headers.remove(header::CONTENT_LENGTH);
         let vary: Vec<(HeaderName, Option<Cow<'_, [u8]>>)> = vary_names(&parts.headers)
@@ -187,7 +187,15 @@ impl StoredResponse {
         served: Served,
     ) -> Response<CacheBody<B>> {
         let mut response = Response::new(self.body(head_only));
-        self.render_into(&mut response, head_only, resident_secs, served);
+        self.hit_into(&mut response, head_only, resident_secs);
+        if served != Served::Hit {
+            // The stored headers are stamped for a hit, with `Age`; other outcomes restamp.
+            let headers = response.headers_mut();
+            if !served.is_from_store() {
+                headers.remove(header::AGE);
+            }
+            stamp(headers, served, self.upstream_cache_status.as_deref());
+        }
         response
     }
 
@@ -201,39 +209,37 @@ impl StoredResponse {
         })
     }
 
-    /// [`render`](Self::render) into `response`, made by `Response::new` with
-    /// [`body`](Self::body). A hit renders into the future's output this way: a response built
-    /// here and returned would be copied once more (about 160 bytes; `benches/callgrind.sh`
-    /// counts the `memcpy`s).
-    pub(crate) fn render_into<B>(
+    /// A hit's response, `resident_secs` after the entry was stored, made in `response`: a
+    /// `Response::new` of [`body`](Self::body) with the same `head_only`. A hit's `poll` makes
+    /// it in the response it returns: made here and returned, it would be copied once more
+    /// (about 160 bytes; `benches/callgrind.sh` counts the `memcpy`s).
+    pub(crate) fn hit_into<B>(
         &self,
         response: &mut Response<CacheBody<B>>,
         head_only: bool,
         resident_secs: u64,
-        served: Served,
     ) {
+        debug_assert_eq!(
+            response.body().full_len(),
+            Some(if head_only { 0 } else { self.body.len() }),
+            "the body must be `body(head_only)`"
+        );
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
         let replaced = std::mem::replace(response.headers_mut(), self.headers.to_map());
-        // `Response::new` made an empty map, which holds no allocation (`HeaderMap::new` does
-        // not allocate): forgetting it leaks nothing and skips a drop of about 60 instructions.
+        // The map `Response::new` made holds no allocation, as `HeaderMap::new` documents: so
+        // forgetting it skips a drop of about 60 instructions and leaks nothing. The check
+        // rests on http's internals (no capacity, no allocation); were they to change, a small
+        // leak would follow, nothing unsound.
         if replaced.capacity() == 0 {
             std::mem::forget(replaced);
         }
         let headers = response.headers_mut();
-        // The stored headers are already stamped for a hit and hold an `Age` placeholder, so a
-        // hit overwrites one value in place; other outcomes restamp.
-        if served.is_from_store() {
-            // `Age` is the first entry (see `headers_for_hits`), so this finds it at once, without
-            // hashing the name as `get_mut` would.
-            if let Some((_, age)) = headers.iter_mut().find(|(name, _)| **name == header::AGE) {
-                *age = age_value(self.upstream_age.saturating_add(resident_secs));
-            }
-        } else {
-            headers.remove(header::AGE);
-        }
-        if served != Served::Hit {
-            stamp(headers, served, self.upstream_cache_status.as_deref());
+        // The stored headers are already stamped for a hit and hold an `Age` placeholder, which
+        // is the first entry (see `headers_for_hits`): found at once, without hashing the name
+        // as `get_mut` would.
+        if let Some((_, age)) = headers.iter_mut().find(|(name, _)| **name == header::AGE) {
+            *age = age_value(self.upstream_age.saturating_add(resident_secs));
         }
         if head_only {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
@@ -258,7 +264,7 @@ fn age_value(seconds: u64) -> HeaderValue {
 }
 
 /// `headers` as a hit sends them: stamped for a hit, with an `Age` placeholder inserted first
-/// (`render` finds it by a scan of one entry), in a map whose index has room to spare (a clone
+/// (`hit_into` finds it by a scan of one entry), in a map whose index has room to spare (a clone
 /// keeps the index's size, so a `HEAD` hit's `Content-Length` does not rebuild it).
 fn headers_for_hits(headers: HeaderMap, upstream_cache_status: Option<&str>) -> HeaderMap {
     let mut hit = HeaderMap::with_capacity(headers.len() + 4);
