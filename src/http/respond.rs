@@ -130,7 +130,8 @@ pub(crate) fn json_error(
     StoredResponse::synthetic(status, headers, body)
 }
 
-/// The answer to an anonymous request when the layer rejects them: 401 with a JSON error.
+/// The answer to an anonymous request when the layer is set to reject those: 401 with a JSON
+/// error.
 pub(crate) fn unauthorized<B>() -> http::Response<super::CacheBody<B>> {
     let error = json_error(
         StatusCode::UNAUTHORIZED,

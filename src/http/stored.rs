@@ -62,8 +62,8 @@ impl StoredResponse {
         }
         let upstream_cache_status = joined(&headers, &CACHE_STATUS);
         // A chunked upstream answer is now a body of known length: the server computes
-        // `Content-Length` from it (one header less to clone on every hit), and `hit_into` adds it
-        // for `HEAD`, whose body is empty.
+        // `Content-Length` from it (one header less to clone on every hit), and `hit_into` adds
+        // it for `HEAD`, whose body is empty.
         headers.remove(header::CONTENT_LENGTH);
         let vary: Vec<(HeaderName, Option<Cow<'_, [u8]>>)> = vary_names(&parts.headers)
             .unwrap_or_default()
