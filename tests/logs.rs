@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use integration_cache::http::IntegrationCacheLayer;
+use integration_cache::http::{Anonymous, IntegrationCacheLayer};
 use integration_cache::{IntegrationCache, RetryConfig};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -106,4 +106,29 @@ async fn each_request_gets_a_span_with_user_outcome_and_duration() {
         lines[1].contains("outcome=\"HIT\" status=200 duration_ms=0.0"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_rejected_anonymous_request_gets_its_span_too() {
+    let logs = support::capture_logs();
+    let layer = IntegrationCacheLayer::builder()
+        .user_header("x-user-id")
+        .anonymous(Anonymous::Reject)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new().layer(layer).service(service_fn(
+        |_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::from("status")))
+        },
+    ));
+    let request = Request::get("/s").body(Full::default()).unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 401);
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("request served"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].contains("outcome=\"BYPASS\" status=401"), "{text}");
 }
