@@ -91,10 +91,7 @@ async fn each_request_gets_a_span_with_user_outcome_and_duration() {
         response.into_body().collect().await.unwrap();
     }
     let text = logs.text();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("request served"))
-        .collect();
+    let lines = served(&text);
     assert_eq!(lines.len(), 2, "{text}");
     assert!(
         lines[0].starts_with(
@@ -125,10 +122,14 @@ async fn a_rejected_anonymous_request_gets_its_span_too() {
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), 401);
     let text = logs.text();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("request served"))
-        .collect();
+    let lines = served(&text);
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("outcome=\"BYPASS\" status=401"), "{text}");
+}
+
+/// The layer's per-request log lines.
+fn served(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("request served"))
+        .collect()
 }
