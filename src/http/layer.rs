@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use super::handle::CacheHandle;
 use super::policy::{CachePolicy, DefaultPolicy, Rules, DEFAULT_STATUSES};
 use super::service::IntegrationCacheService;
-use super::state::{Anonymous, LayerState};
+use super::state::{Anonymous, Extractor, LayerState};
 use super::stored::StoredResponse;
 use super::user::{ExtensionUser, HeaderUser, UserExtractor, UserId};
 use crate::cache::CACHE_TTL;
@@ -77,7 +77,7 @@ impl<S> Layer<S> for IntegrationCacheLayer {
 /// checks them all at once.
 #[must_use]
 pub struct IntegrationCacheLayerBuilder {
-    extractor: Result<Box<dyn UserExtractor>, ConfigError>,
+    extractor: Result<Extractor, ConfigError>,
     policy: Box<dyn CachePolicy>,
     ttl: Duration,
     max_entries: Option<u64>,
@@ -96,7 +96,7 @@ pub struct IntegrationCacheLayerBuilder {
 impl Default for IntegrationCacheLayerBuilder {
     fn default() -> Self {
         Self {
-            extractor: Ok(Box::new(ExtensionUser::<UserId>::new())),
+            extractor: Ok(Extractor::Other(Box::new(ExtensionUser::<UserId>::new()))),
             policy: Box::new(DefaultPolicy),
             ttl: CACHE_TTL,
             max_entries: Some(DEFAULT_MAX_ENTRIES),
@@ -129,7 +129,7 @@ impl IntegrationCacheLayerBuilder {
     /// Where the user comes from. Default: a [`UserId`] request extension, set by the app's
     /// auth middleware.
     pub fn user(mut self, extractor: impl UserExtractor) -> Self {
-        self.extractor = Ok(Box::new(extractor));
+        self.extractor = Ok(Extractor::Other(Box::new(extractor)));
         self
     }
 
@@ -137,7 +137,7 @@ impl IntegrationCacheLayerBuilder {
     /// sets it).
     pub fn user_header(mut self, name: &str) -> Self {
         self.extractor = HeaderName::from_bytes(name.as_bytes())
-            .map(|name| Box::new(HeaderUser::new(name)) as Box<dyn UserExtractor>)
+            .map(|name| Extractor::Header(HeaderUser::new(name)))
             .map_err(|_| {
                 ConfigError::new(
                     "user_header",

@@ -159,6 +159,7 @@ impl HeaderUser {
 }
 
 impl UserExtractor for HeaderUser {
+    #[inline]
     fn user<'r>(&self, request: &'r Parts) -> Option<UserRef<'r>> {
         let value = single_value(&request.headers, &self.name)?;
         // This runs on every request. `to_str` accepts only visible ASCII, spaces and tabs, in
