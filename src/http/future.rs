@@ -330,10 +330,16 @@ where
         let this = self.project();
         let response = match this.kind.project() {
             KindProj::Hit { hit } => {
-                let hit = hit.take().expect("polled after completion");
-                let (stored, head_only) = (&hit.stored, hit.head_only);
-                let mut response = Response::new(stored.body(head_only));
-                stored.hit_into(&mut response, head_only, hit.resident_secs);
+                // Read in place, then cleared: moved out first, the hit was read back in pieces
+                // wider than `call` wrote it in, and the read waited on those writes (sampled).
+                let StoredHit {
+                    stored,
+                    head_only,
+                    resident_secs,
+                } = hit.as_ref().expect("polled after completion");
+                let mut response = Response::new(stored.body(*head_only));
+                stored.hit_into(&mut response, *head_only, *resident_secs);
+                *hit = None;
                 // Returned from here, not from the `match`, which would copy it once more.
                 this.trace.finish(&response);
                 return Poll::Ready(Ok(response));
