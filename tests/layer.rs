@@ -127,6 +127,29 @@ async fn a_hit_is_served_from_memory_with_its_headers() {
     assert_eq!((stats.hits, stats.misses, stats.stored), (1, 1, 1));
 }
 
+/// A future answers once, as tower's and tower-http's do: a hit's future polled again after
+/// its answer panics rather than answering twice.
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "polled after completion")]
+async fn a_hit_future_polled_after_its_answer_panics() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let service = Echo::default().service(builder().build().unwrap());
+    assert_eq!(
+        send(&service, get("/status", "ann")).await.x_cache(),
+        "MISS"
+    );
+    let mut ready = service.clone();
+    let mut hit = std::pin::pin!(ready.ready().await.unwrap().call(get("/status", "ann")));
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(answer)) = hit.as_mut().poll(&mut cx) else {
+        panic!("a hit answers on its first poll");
+    };
+    assert_eq!(answer.headers()["x-cache"], "HIT");
+    let _ = hit.as_mut().poll(&mut cx);
+}
+
 #[tokio::test(start_paused = true)]
 async fn hits_replay_each_responses_own_headers_when_heads_are_shared() {
     // Every user's answer has the same `Content-Type`, `Cache-Control` and `Link` (two lines),
