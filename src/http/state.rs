@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::policy::{CachePolicy, Rules};
 use super::respond::Served;
 use super::stored::StoredResponse;
-use super::user::{HeaderUser, UserExtractor, UserId, UserRef};
+use super::user::{Extractor, UserId};
 use crate::coalesce::Flights;
 use crate::retry::RetryPolicy;
 use crate::store::Store;
@@ -39,27 +39,6 @@ pub(crate) enum Outcome {
     Response(Arc<StoredResponse>, Served),
     /// The leader's response cannot be shared (too large, `no-store`): ask the upstream yourself.
     FetchYourself,
-}
-
-/// Where the layer takes the user from.
-///
-/// The built-in header extractor is called directly, not through the trait object: behind the
-/// object's call, its answer came back through memory in pieces of other sizes than those it
-/// was read in, and the read waited on the writes (sampled: about a quarter of `call`'s time
-/// on a hit, besides the call itself).
-pub(crate) enum Extractor {
-    Header(HeaderUser),
-    Other(Box<dyn UserExtractor>),
-}
-
-impl Extractor {
-    #[inline]
-    pub(crate) fn user<'r>(&self, request: &'r http::request::Parts) -> Option<UserRef<'r>> {
-        match self {
-            Extractor::Header(header) => header.user(request),
-            Extractor::Other(other) => other.user(request),
-        }
-    }
 }
 
 pub(crate) struct LayerState {

@@ -177,6 +177,27 @@ impl UserExtractor for HeaderUser {
     }
 }
 
+/// Where the layer takes the user from.
+///
+/// The built-in header extractor is called directly, not through the trait object: behind the
+/// object's call, its answer came back through memory in pieces of other sizes than those it
+/// was read in, and the read waited on the writes (sampled: about a quarter of `call`'s time
+/// on a hit, besides the call itself).
+pub(crate) enum Extractor {
+    Header(HeaderUser),
+    Other(Box<dyn UserExtractor>),
+}
+
+impl Extractor {
+    #[inline]
+    pub(crate) fn user<'r>(&self, request: &'r Parts) -> Option<UserRef<'r>> {
+        match self {
+            Extractor::Header(header) => header.user(request),
+            Extractor::Other(other) => other.user(request),
+        }
+    }
+}
+
 /// The one value of `name` in `headers`; none if absent or repeated (two values for the
 /// identity header are ambiguous, so nobody).
 fn single_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
