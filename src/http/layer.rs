@@ -12,7 +12,7 @@ use super::policy::{CachePolicy, DefaultPolicy, Rules, DEFAULT_STATUSES};
 use super::service::IntegrationCacheService;
 use super::state::{Anonymous, LayerState};
 use super::stored::StoredResponse;
-use super::user::{ExtensionUser, Extractor, HeaderUser, UserExtractor, UserId};
+use super::user::{ExtensionUser, Extractor, HeaderUser, UserExtractor};
 use crate::cache::CACHE_TTL;
 use crate::error::ConfigError;
 use crate::retry::{RetryBudget, RetryConfig, RetryLayer};
@@ -43,7 +43,8 @@ impl IntegrationCacheLayer {
         IntegrationCacheLayerBuilder::default()
     }
 
-    /// A layer with every default, reading the user from a [`UserId`] request extension.
+    /// A layer with every default, reading the user from a [`UserId`](super::UserId) request
+    /// extension.
     pub fn new() -> Self {
         Self::builder()
             .build()
@@ -96,7 +97,7 @@ pub struct IntegrationCacheLayerBuilder {
 impl Default for IntegrationCacheLayerBuilder {
     fn default() -> Self {
         Self {
-            extractor: Ok(Extractor::Other(Box::new(ExtensionUser::<UserId>::new()))),
+            extractor: Ok(Extractor::Extension(ExtensionUser::new())),
             policy: Box::new(DefaultPolicy),
             ttl: CACHE_TTL,
             max_entries: Some(DEFAULT_MAX_ENTRIES),
@@ -126,8 +127,8 @@ impl std::fmt::Debug for IntegrationCacheLayerBuilder {
 }
 
 impl IntegrationCacheLayerBuilder {
-    /// Where the user comes from. Default: a [`UserId`] request extension, set by the app's
-    /// auth middleware.
+    /// Where the user comes from. Default: a [`UserId`](super::UserId) request extension, set by
+    /// the app's auth middleware.
     pub fn user(mut self, extractor: impl UserExtractor) -> Self {
         self.extractor = Ok(Extractor::Other(Box::new(extractor)));
         self
